@@ -1,0 +1,5 @@
+"""`python -m mass ...` is the same as the `mass` command."""
+
+from mass.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""The `mass` command line: one subcommand per recipe, each configured by a dataclass.
+
+    mass <command> [--config FILE.yaml] [--<setting> VALUE ...] [key.sub=value ...]
+
+Settings merge as defaults <- YAML file <- command line; `mass <command> --help` lists every
+setting with its default. Errors a user can fix print one `error:` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mass.config import format_help, load_config
+from mass.errors import MassError
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # holds the config dataclass and `run(cfg, **flags)`
+    config: str  # name of the config dataclass in the module
+    summary: str
+    flags: tuple[str, ...] = ()  # boolean switches passed to run() as keywords
+
+
+COMMANDS = {
+    "pretrain": Command("mass.pretrain", "PretrainConfig", "train the embedded MiniMath model from scratch",
+                        flags=("resume",)),
+    "eval": Command("mass.evaluate", "EvalConfig", "evaluate a method on a math benchmark"),
+}
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    command = COMMANDS[name]
+    cls = _config_class(command)
+    p = argparse.ArgumentParser(
+        prog=f"mass {name}", description=f"mass {name}: {command.summary}.\n\n"
+        + (sys.modules[command.module].__doc__ or "").strip(),
+        epilog="settings (top-level ones also as --name VALUE; nested ones as group.name=VALUE):\n" + format_help(cls),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overridden by the command line)")
+    for flag in command.flags:
+        p.add_argument(f"--{flag}", action="store_true", help=f"{flag} (see above)")
+    for f in dataclasses.fields(cls):
+        if not dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name]):
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f"set_{f.name}", metavar="VALUE", help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. sampling.temperature=0.7")
+    return p
+
+
+def usage() -> str:
+    lines = [__doc__.strip(), "", "commands:"]
+    lines += [f"  {name:<10} {c.summary}" for name, c in COMMANDS.items()]
+    lines += ["", "`mass <command> --help` explains every setting of a command."]
+    return "\n".join(lines)
+
+
+def _config_class(command: Command) -> type:
+    return getattr(importlib.import_module(command.module), command.config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from mass import __version__
+
+        print(f"mass {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command '{argv[0]}'; use one of {', '.join(COMMANDS)} (see mass --help)", file=sys.stderr)
+        return 2
+    name = argv[0]
+    args = command_parser(name).parse_intermixed_args(argv[1:])
+    command = COMMANDS[name]
+    overrides = list(args.overrides)
+    overrides += [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("set_") and v is not None]
+    try:
+        cfg = load_config(_config_class(command), args.config, overrides)
+        run: Callable = getattr(sys.modules[command.module], "run")
+        run(cfg, **{flag: getattr(args, flag) for flag in command.flags})
+    except MassError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

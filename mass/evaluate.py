@@ -1,0 +1,154 @@
+"""`mass eval`: the evaluation harness for every method, on any math task.
+
+Runs a method (`--method base|...`) over a task's problems, grades each final answer with the
+Math-Verify checker, prints a per-subject and per-level table and writes one JSON file:
+method, model, data, n, accuracy, ci95 (Wilson, 95%), by_subject, by_level, seconds_per_problem,
+config, and records (id, subject, level, gold, prediction, correct, generated, method details).
+The file is written only when the whole run succeeded, so a failed run leaves no partial result.
+
+    mass eval --method base --data minimath-500 --out results/base.json
+    mass eval --method base --model ./tiny-llama --data ../shared/data/math500_test.jsonl --limit 5
+    torchrun --nproc_per_node 8 -m mass eval --method base --model meta-llama/Llama-3.1-8B-Instruct \\
+        --data math500 dtype=bfloat16      # problems sharded over ranks, merged into one result
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mass import dist
+from mass.checker import is_equivalent
+from mass.config import config_to_dict, nested, setting
+from mass.errors import MassError
+from mass.methods import MethodContext, get_method
+from mass.models import SamplingConfig, load_model, resolve_model_name
+from mass.tasks import load_task
+
+
+@dataclass
+class EvalConfig:
+    method: str = setting("base", "test-time method: base (more arrive with the MASS core)")
+    model: str = setting("", "model: local path or hub id; empty means the embedded MiniMath model")
+    data: str = setting("minimath-500", "task name (minimath-500, math500, gsm8k, ...) or a .jsonl file")
+    limit: int | None = setting(None, "evaluate only the first N problems")
+    out: str = setting("results.json", "where the JSON results go")
+    seed: int = setting(0, "seed for sampling")
+    dtype: str = setting("float32", "model dtype: float32, bfloat16, float16")
+    device: str = setting("auto", "auto (cuda if available), cpu, or cuda")
+    attn_implementation: str = setting("sdpa", "attention kernel: sdpa or eager")
+    check_timeout: float = setting(10.0, "seconds one answer check may take before it counts as wrong")
+    sampling: SamplingConfig = nested(SamplingConfig, "decoding of the final answers")
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise MassError("limit must be a positive number of problems")
+        if not self.out.endswith(".json"):
+            raise MassError(f"out must be a .json path, got '{self.out}'")
+
+
+def run(cfg: EvalConfig) -> dict:
+    method = get_method(cfg.method)
+    task = load_task(cfg.data)
+    problems = task.load(cfg.limit)
+    device = dist.init() if cfg.device == "auto" else torch.device(cfg.device)
+    model, tokenizer = load_model(cfg.model or None, cfg.dtype, device, cfg.attn_implementation)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
+    ctx = MethodContext(model=model, tokenizer=tokenizer, task=task, cfg=cfg, generator=generator)
+
+    indexed = dist.shard(list(enumerate(problems)))
+    records = []
+    bar = tqdm(total=len(indexed), desc=f"eval {cfg.method}", disable=not dist.is_main(), dynamic_ncols=True)
+    chunk = cfg.sampling.batch_size
+    for start in range(0, len(indexed), chunk):
+        part = indexed[start : start + chunk]
+        t0 = time.perf_counter()
+        outputs = method.answer([p for _, p in part], ctx)
+        seconds = (time.perf_counter() - t0) / len(part)
+        for (i, p), out in zip(part, outputs):
+            records.append(make_record(i, p, task, out, seconds, cfg.check_timeout))
+        bar.update(len(part))
+        bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.3f}")
+    bar.close()
+
+    records = sorted(dist.gather_lists(records), key=lambda r: r.pop("index"))
+    result = summarise(records, cfg, model_name=resolve_model_name(cfg.model or None), data=task.name)
+    if dist.is_main():
+        print(format_table(result))
+        write_json(result, Path(cfg.out))
+        print(f"wrote {cfg.out}")
+    dist.barrier()
+    return result
+
+
+def make_record(index: int, problem, task, output: dict, seconds: float, timeout: float) -> dict:
+    generated = output["generated"]
+    prediction = task.extract_answer(generated)
+    extra = {k: v for k, v in output.items() if k != "generated"}
+    return {"index": index, "id": problem.id, "subject": problem.subject, "level": problem.level,
+            "gold": problem.answer, "prediction": prediction,
+            "correct": is_equivalent(problem.answer, prediction, timeout), "generated": generated,
+            "seconds": round(seconds, 4), **extra}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion k/n (sound at 0 and 1, unlike Wald)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends: rounding would leave 0.99999...
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def breakdown(records: list[dict], key: str) -> dict[str, dict]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in records:
+        name = r[key]
+        groups["(none)" if name in (None, "") else str(name)].append(r["correct"])
+    return {name: {"accuracy": sum(v) / len(v), "n": len(v)} for name, v in sorted(groups.items())}
+
+
+def summarise(records: list[dict], cfg: EvalConfig, model_name: str, data: str) -> dict:
+    n = len(records)
+    k = sum(r["correct"] for r in records)
+    return {
+        "method": cfg.method, "model": model_name, "data": data, "n": n,
+        "accuracy": k / n if n else 0.0, "ci95": list(wilson_interval(k, n)),
+        "by_subject": breakdown(records, "subject"), "by_level": breakdown(records, "level"),
+        "seconds_per_problem": sum(r["seconds"] for r in records) / n if n else 0.0,
+        "world_size": dist.world_size(), "config": config_to_dict(cfg), "records": records,
+    }
+
+
+def format_table(result: dict) -> str:
+    lo, hi = result["ci95"]
+    lines = [f"{result['method']} on {result['data']}: accuracy {100 * result['accuracy']:.1f}% "
+             f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}), n={result['n']}, "
+             f"{result['seconds_per_problem']:.2f} s/problem", ""]
+    for title, key in (("subject", "by_subject"), ("level", "by_level")):
+        rows = result[key]
+        width = max([len(title)] + [len(name) for name in rows])
+        lines.append(f"  {title:<{width}}  accuracy      n")
+        for name, v in rows.items():
+            lines.append(f"  {name:<{width}}  {100 * v['accuracy']:7.1f}%  {v['n']:5d}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write atomically: the file appears complete or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)

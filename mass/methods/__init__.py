@@ -1,0 +1,34 @@
+"""Test-time methods the evaluation harness can run: one file per method.
+
+A method module defines `answer(problems, ctx) -> list[dict]`: one dict per problem with at
+least `generated` (the final solution text) and any per-problem details worth keeping (they go
+into the record). `ctx` is a `MethodContext` with the loaded model, tokenizer, task and settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from mass.errors import MassError
+
+METHODS = {
+    "base": "mass.methods.base",
+}
+
+
+@dataclass
+class MethodContext:
+    model: Any
+    tokenizer: Any
+    task: Any  # mass.tasks.Task
+    cfg: Any  # mass.evaluate.EvalConfig
+    generator: Any  # torch.Generator seeded from cfg.seed
+
+
+def get_method(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise MassError(f"unknown method '{name}': use one of {', '.join(METHODS)}")
+    return importlib.import_module(METHODS[name])

@@ -1,0 +1,14 @@
+"""Base: the model answers each problem directly, with no adaptation (the paper's "Base" row)."""
+
+from __future__ import annotations
+
+from mass.methods import MethodContext
+from mass.models import generate, uses_chat_template
+from mass.tasks.problem import Problem
+
+
+def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
+    chat = uses_chat_template(ctx.tokenizer)
+    prompts = [ctx.task.render_prompt(p, chat) for p in problems]
+    texts = generate(ctx.model, ctx.tokenizer, prompts, ctx.cfg.sampling, ctx.generator)
+    return [{"generated": t} for t in texts]

@@ -1,0 +1,131 @@
+"""MiniMath: a procedural benchmark that mirrors MATH's structure, small enough for a CPU.
+
+Seven subjects, levels 1-5, several templates per subject with varied wording, short worked
+solutions ending in \\boxed{answer}. Everything is seeded; the splits are fixed and disjoint
+(no problem text is shared between them):
+
+- `minimath-500`: MATH-500's subject counts (124/97/82/62/56/41/38) and level mix;
+- `minimath-meta`: 1,000 problems for meta-training (the paper's training set size);
+- `minimath-train`: a fixed pool of pretraining-distribution problems (TTT's random examples);
+- the pretraining stream: unbounded, same distribution, skipping every held-out problem text.
+
+    from mass.minimath import make_split
+    problems = make_split("minimath-500")
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Iterator
+
+from mass.minimath.templates import BY_SUBJECT, SUBJECTS, TEMPLATES, Template, render, solve_text
+from mass.tasks.problem import Problem
+
+# MATH-500's subject counts and level mix (shared/data/README.md).
+MATH500_SUBJECT_COUNTS = {
+    "Algebra": 124, "Intermediate Algebra": 97, "Prealgebra": 82, "Number Theory": 62,
+    "Precalculus": 56, "Geometry": 41, "Counting & Probability": 38,
+}
+MATH500_LEVEL_WEIGHTS = (43, 90, 105, 128, 134)
+
+SPLIT_SEEDS = {"minimath-500": 500, "minimath-meta": 1000, "minimath-train": 7}
+SPLIT_SIZES = {"minimath-500": 500, "minimath-meta": 1000, "minimath-train": 10_000}
+HELD_OUT = ("minimath-500", "minimath-meta")  # never shown in pretraining or minimath-train
+
+__all__ = ["make_split", "sample_problem", "pretraining_problems", "solution_text", "solve_text",
+           "SUBJECTS", "TEMPLATES", "SPLIT_SIZES"]
+
+
+def solution_text(steps: str, answer: str) -> str:
+    return f"{steps} The answer is $\\boxed{{{answer}}}$."
+
+
+def sample_problem(rng: random.Random, template: Template, level: int, pid: str) -> Problem:
+    slots = template.sample(rng, level)
+    text = render(rng.choice(template.wordings), slots)
+    steps, answer = template.solve(slots)
+    return Problem(id=pid, problem=text, solution=solution_text(steps, answer), answer=answer,
+                   subject=template.subject, level=level)
+
+
+def _subject_plan(name: str, rng: random.Random) -> list[str]:
+    """The subject of each problem in a held-out split, in MATH-500's proportions."""
+    n = SPLIT_SIZES[name]
+    counts = {s: round(c * n / 500) for s, c in MATH500_SUBJECT_COUNTS.items()}
+    plan = [s for s, c in counts.items() for _ in range(c)]
+    rng.shuffle(plan)
+    return plan
+
+
+@functools.lru_cache(maxsize=None)
+def _held_out_texts(upto: str | None = None) -> frozenset[str]:
+    """Problem texts of the held-out splits generated before `upto` (all of them if None)."""
+    texts: set[str] = set()
+    for name in HELD_OUT:
+        if name == upto:
+            break
+        texts |= {p.problem for p in make_split(name)}
+    return frozenset(texts)
+
+
+@functools.lru_cache(maxsize=None)
+def _make_split_cached(name: str) -> tuple[Problem, ...]:
+    rng = random.Random(SPLIT_SEEDS[name])
+    if name == "minimath-train":
+        return tuple(pretraining_problems(seed=SPLIT_SEEDS[name], limit=SPLIT_SIZES[name], prefix=name))
+    taken = set(_held_out_texts(upto=name))
+    out = []
+    for subject in _subject_plan(name, rng):
+        while True:
+            level = rng.choices(range(1, 6), weights=MATH500_LEVEL_WEIGHTS)[0]
+            p = sample_problem(rng, rng.choice(BY_SUBJECT[subject]), level, f"{name}/{len(out)}")
+            if p.problem not in taken:
+                break
+        taken.add(p.problem)
+        out.append(p)
+    return tuple(out)
+
+
+def make_split(name: str) -> list[Problem]:
+    """The fixed problems of a named split (seeded, identical on every machine)."""
+    if name not in SPLIT_SEEDS:
+        raise KeyError(name)
+    return list(_make_split_cached(name))
+
+
+DEFAULT_SUBJECT_WEIGHTS = {s: 1.0 for s in SUBJECTS}
+
+
+def pretraining_problems(seed: int, limit: int | None = None, prefix: str = "pretrain",
+                         subject_weights: dict[str, float] | None = None) -> Iterator[Problem]:
+    """An endless (or `limit`-long) seeded stream of problems that avoids all held-out texts.
+
+    Levels are uniform; subjects follow `subject_weights` (the pretraining mixture).
+    """
+    weights = subject_weights or DEFAULT_SUBJECT_WEIGHTS
+    subjects = list(weights)
+    held_out = _held_out_texts()
+    rng = random.Random(seed)
+    i = 0
+    while limit is None or i < limit:
+        subject = rng.choices(subjects, weights=[weights[s] for s in subjects])[0]
+        p = sample_problem(rng, rng.choice(BY_SUBJECT[subject]), rng.randint(1, 5), f"{prefix}/{i}")
+        if p.problem in held_out:
+            continue
+        yield p
+        i += 1
+
+
+def similar_problem(rng: random.Random, problem: Problem) -> Problem | None:
+    """A fresh problem from the same template and level (the synthesis target in pretraining)."""
+    solved = solve_text(problem.problem)
+    if solved is None:
+        return None
+    template = solved[0]
+    held_out = _held_out_texts()
+    for _ in range(20):
+        p = sample_problem(rng, template, problem.level or 3, problem.id + "/similar")
+        if p.problem != problem.problem and p.problem not in held_out:
+            return p
+    return None

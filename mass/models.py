@@ -1,0 +1,166 @@
+"""Loading causal LMs (the embedded checkpoint or any Hugging Face model), LoRA, and sampling.
+
+`load_model(None)` gives the embedded MiniMath model shipped in the package; any local path or
+hub id works the same way through `AutoModelForCausalLM` / `AutoTokenizer`. Prompts are plain
+strings or chat messages; a tokenizer with a chat template renders messages with it.
+
+    model, tok = load_model("meta-llama/Llama-3.1-8B-Instruct", dtype="bfloat16", device="cuda")
+    texts = generate(model, tok, ["Problem: 1+1?\\nSolution:"], SamplingConfig(max_new_tokens=64))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from mass.config import setting
+from mass.errors import MassError
+
+EMBEDDED_MODEL = Path(__file__).parent / "assets" / "minimath-llama"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = setting(0.0, "sampling temperature; 0 means greedy decoding")
+    top_p: float = setting(1.0, "nucleus sampling: keep the smallest token set with this much probability")
+    max_new_tokens: int = setting(320, "longest completion, in tokens")
+    stop: list[str] = setting([], "extra stop strings (the EOS token always stops)")
+    batch_size: int = setting(64, "prompts sampled together")
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise MassError("sampling needs temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1, batch_size >= 1")
+
+
+def resolve_model_name(name: str | None) -> str:
+    """None or "embedded" means the checkpoint shipped inside the package."""
+    if name in (None, "", "embedded"):
+        if not (EMBEDDED_MODEL / "config.json").is_file():
+            raise MassError(f"the embedded model is missing from {EMBEDDED_MODEL}; reinstall, or run `mass pretrain`")
+        return str(EMBEDDED_MODEL)
+    return name
+
+
+def load_model(name: str | None = None, dtype: str = "float32", device: str | torch.device = "cpu",
+               attn_implementation: str = "sdpa") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode, tokenizer with left padding) from a local path or hub id."""
+    path = resolve_model_name(name)
+    if dtype not in DTYPES:
+        raise MassError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+    except (OSError, ValueError) as e:
+        hint = "" if Path(path).exists() else " (not a local directory; as a hub id it needs the network)"
+        raise MassError(f"could not load model '{path}'{hint}: {str(e).splitlines()[0]}") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt: chat messages through the chat template, plain text with BOS."""
+    if isinstance(prompt, list):
+        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return tokenizer(prompt)["input_ids"]
+
+
+def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
+                target_modules: list[str] | None = None) -> Any:
+    """Wrap `model` with a PEFT LoRA adapter (dropout 0: the inner loop must be deterministic)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                        target_modules=target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"])
+    return get_peft_model(model, config)
+
+
+@torch.no_grad()
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
+             sampling: SamplingConfig, generator: torch.Generator | None = None) -> list[str]:
+    """Completions for `prompts` (same order), batched with the KV cache, cut at stop strings."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths pad less
+    out: list[str] = [""] * len(prompts)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), sampling.batch_size):
+        idx = order[start : start + sampling.batch_size]
+        batch = [encoded[i] for i in idx]
+        width = max(len(ids) for ids in batch)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+        tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, generator)
+        for row, i in enumerate(idx):
+            out[i] = _cut(tokenizer.decode(tokens[row], skip_special_tokens=True), sampling.stop)
+    return out
+
+
+def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every end-of-sequence id: the tokenizer's and the generation config's (Llama 3 has several)."""
+    ids = {tokenizer.eos_token_id}
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(extra) if isinstance(extra, (list, tuple)) else {extra}
+    return sorted(i for i in ids if i is not None)
+
+
+def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig,
+            eos_ids: list[int], pad_id: int, generator: torch.Generator | None) -> list[list[int]]:
+    """Sample with the KV cache; returns each row's new tokens up to (not including) the first EOS."""
+    B = input_ids.shape[0]
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+    past, logits = out.past_key_values, out.logits[:, -1]
+    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    eos = torch.tensor(eos_ids, device=input_ids.device)
+    new: list[torch.Tensor] = []
+    for _ in range(sampling.max_new_tokens):
+        next_tok = _pick(logits.float(), sampling, generator)  # (B,)
+        next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
+        new.append(next_tok)
+        done |= torch.isin(next_tok, eos)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+        position_ids = position_ids[:, -1:] + 1
+        out = model(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position_ids,
+                    past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1]
+    tokens = torch.stack(new, dim=1).tolist() if new else [[] for _ in range(B)]
+    return [_until_eos(row, eos_ids) for row in tokens]
+
+
+def _until_eos(row: list[int], eos_ids: list[int]) -> list[int]:
+    ends = [row.index(e) for e in eos_ids if e in row]
+    return row[: min(ends)] if ends else row
+
+
+def _pick(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy at temperature 0, else temperature + nucleus (top-p) sampling.  logits: (B, V)."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, sorted_i = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p  # always keeps the top token
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, sorted_i, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _cut(text: str, stops: list[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]

@@ -1,0 +1,76 @@
+from dataclasses import dataclass
+
+import pytest
+
+from mass.config import describe, load_config, nested, setting
+from mass.errors import MassError
+
+
+@dataclass
+class Inner:
+    temperature: float = setting(0.0, "temperature")
+    stop: list[str] = setting([], "stops")
+
+
+@dataclass
+class Outer:
+    name: str = setting("base", "a name")
+    limit: int | None = setting(None, "a limit")
+    steps: int = setting(10, "steps")
+    flag: bool = setting(False, "a flag")
+    inner: Inner = nested(Inner, "inner group")
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 20\ninner:\n  temperature: 0.5\n")
+    cfg = load_config(Outer, f, ["inner.temperature=0.7", "limit=3"])
+    assert cfg.steps == 20  # from YAML
+    assert cfg.inner.temperature == 0.7  # the command line wins over YAML
+    assert cfg.limit == 3 and cfg.name == "base" and cfg.inner.stop == []
+
+
+def test_values_are_typed():
+    cfg = load_config(Outer, None, ["inner.temperature=1", "flag=true", "inner.stop=[a, b]", "name=123", "limit=null"])
+    assert cfg.inner.temperature == 1.0 and isinstance(cfg.inner.temperature, float)
+    assert cfg.flag is True and cfg.inner.stop == ["a", "b"] and cfg.name == "123" and cfg.limit is None
+
+
+def test_list_defaults_are_not_shared():
+    a, b = Outer(), Outer()
+    a.inner.stop.append("x")
+    assert b.inner.stop == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stpes=3", "unknown config key 'stpes' (did you mean 'steps'?)"),
+    ("inner.temprature=0.1", "unknown config key 'inner.temprature' (did you mean 'inner.temperature'?)"),
+    ("steps=abc", "config key 'steps' expects int, got 'abc'"),
+    ("steps=1.5", "config key 'steps' expects int"),
+    ("flag=3", "config key 'flag' expects bool"),
+    ("inner=3", "config key 'inner' is a group of settings"),
+    ("steps", "must look like key=value"),
+])
+def test_errors_name_the_key(override, message):
+    with pytest.raises(MassError) as e:
+        load_config(Outer, None, [override])
+    assert message in str(e.value)
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(MassError, match="config file not found"):
+        load_config(Outer, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(MassError, match="must hold a mapping"):
+        load_config(Outer, bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("inner:\n  temp: 1\n")
+    with pytest.raises(MassError, match="unknown config key 'inner.temp'"):
+        load_config(Outer, typo)
+
+
+def test_describe_lists_nested_keys_with_help():
+    rows = {key: (type_name, default, help_text) for key, type_name, default, help_text in describe(Outer)}
+    assert rows["inner.temperature"] == ("float", "0.0", "temperature")
+    assert rows["limit"][0] == "int | null"

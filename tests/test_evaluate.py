@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from mass.cli import main
+from mass.evaluate import EvalConfig, run, summarise, wilson_interval
+
+
+def test_wilson_interval_reference_values():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_summary_breakdowns():
+    records = [
+        {"subject": "Algebra", "level": 1, "correct": True, "seconds": 1.0},
+        {"subject": "Algebra", "level": 2, "correct": False, "seconds": 3.0},
+        {"subject": "Geometry", "level": 2, "correct": True, "seconds": 2.0},
+    ]
+    result = summarise(records, EvalConfig(), model_name="m", data="d")
+    assert result["accuracy"] == pytest.approx(2 / 3) and result["n"] == 3
+    assert result["by_subject"] == {"Algebra": {"accuracy": 0.5, "n": 2}, "Geometry": {"accuracy": 1.0, "n": 1}}
+    assert result["by_level"]["2"] == {"accuracy": 0.5, "n": 2}
+    assert result["seconds_per_problem"] == pytest.approx(2.0)
+
+
+def test_eval_tiny_model_on_shared_math500(tiny_model_dir, shared_data, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["eval", "--method", "base", "--model", str(tiny_model_dir), "--data",
+                 str(shared_data / "math500_test.jsonl"), "--limit", "5", "--out", str(out),
+                 "sampling.max_new_tokens=8"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    for key in ("method", "model", "data", "n", "accuracy", "ci95", "by_subject", "by_level",
+                "seconds_per_problem", "records"):
+        assert key in result
+    assert result["n"] == 5 and len(result["records"]) == 5
+    assert set(result["records"][0]) >= {"id", "subject", "level", "gold", "prediction", "correct", "generated"}
+    assert result["records"][0]["id"] == "test/precalculus/807.json"
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_gold_solutions_score_100_percent(monkeypatch, tmp_path):
+    """The harness grades a perfect solver as perfect: the method returns the gold solutions."""
+    import mass.methods.base as base
+
+    monkeypatch.setattr(base, "answer", lambda problems, ctx: [{"generated": p.solution} for p in problems])
+    result = run(EvalConfig(data="minimath-500", limit=40, out=str(tmp_path / "gold.json")))
+    assert result["accuracy"] == 1.0 and sum(v["n"] for v in result["by_subject"].values()) == 40
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "nope.jsonl"], "data file not found"),
+    (["--data", "minimath-5000"], "unknown data 'minimath-5000'"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["sampling.temprature=1"], "unknown config key 'sampling.temprature'"),
+    (["--limit", "0"], "limit must be a positive number"),
+])
+def test_bad_input_gives_one_error_line_and_no_results(tmp_path, capsys, args, message):
+    out = tmp_path / "r.json"
+    assert main(["eval", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not out.exists()
+
+
+def test_bad_jsonl_line_leaves_no_results(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"problem": "p", "answer": "1"}\n{oops\n')
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(data), "--out", str(out)]) == 2
+    assert "d.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert not out.exists()
