@@ -32,6 +32,7 @@ COMMANDS = {
     "pretrain": Command("mass.pretrain", "PretrainConfig", "train the embedded MiniMath model from scratch",
                         flags=("resume",)),
     "eval": Command("mass.evaluate", "EvalConfig", "evaluate a method on a math benchmark"),
+    "synth": Command("mass.synth_report", "SynthConfig", "measure the model's synthesised examples (parse rate, correctness)"),
 }
 
 

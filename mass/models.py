@@ -15,10 +15,38 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AttentionInterface, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from mass.config import setting
 from mass.errors import MassError
+
+def _math_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Plain-matmul attention that forward-mode AD (jvp) can differentiate.
+
+    SDPA kernels have no forward-mode rule, and HF's eager attention takes its softmax in
+    float32 even for float64 inputs; this one uses float32 only for half-precision inputs.
+    Registered as attn_implementation="mass_math"; the meta-gradient code path uses it.
+    """
+    groups = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(groups, dim=1)  # grouped-query attention: (B, H, T, D)
+    value = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Tq, Tk)
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+    wide = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
+    weights = torch.softmax(scores, dim=-1, dtype=wide).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+AttentionInterface.register("mass_math", _math_attention)
+try:  # the attention-mask builder must also know the name (transformers >= 4.53)
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+    ALL_MASK_ATTENTION_FUNCTIONS.register("mass_math", eager_mask)
+except ImportError:  # pragma: no cover
+    pass
 
 EMBEDDED_MODEL = Path(__file__).parent / "assets" / "minimath-llama"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}

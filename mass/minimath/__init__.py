@@ -129,3 +129,19 @@ def similar_problem(rng: random.Random, problem: Problem) -> Problem | None:
         if p.problem != problem.problem and p.problem not in held_out:
             return p
     return None
+
+
+def grade_synthesised(target: str, problem: str, answer: str) -> dict:
+    """How good a synthesised MiniMath example is, judged by the templates' own solvers.
+
+    recognised: the problem is in a MiniMath wording (so its true answer can be computed);
+    correct: its boxed answer equals that true answer (Math-Verify); similar: same template as T.
+    """
+    from mass.checker import is_equivalent
+
+    solved, of_target = solve_text(problem), solve_text(target)
+    if solved is None:
+        return {"recognised": False, "correct": None, "similar": False, "true_answer": None}
+    template, _, true_answer = solved
+    return {"recognised": True, "correct": is_equivalent(true_answer, answer), "true_answer": true_answer,
+            "similar": of_target is not None and of_target[0] is template}

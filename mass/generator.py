@@ -1,0 +1,41 @@
+"""The generator: the model writes itself m practice problems with worked answers for a target T.
+
+Samples m completions of the synthesis prompt (see mass/prompts.py) per target problem and
+parses each into a (problem p_i, worked answer a_i) pair. Unparseable samples are dropped and
+counted, never raised. The same model is solver and generator; a separate generator model can be
+passed in just as well.
+
+    examples = synthesise(model, tok, ["What is $2+3 \\times 4$?"], m=6, sampling=SamplingConfig(temperature=1.0))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mass.models import SamplingConfig, generate, uses_chat_template
+from mass.prompts import Synthesised, parse_synthesised, synth_prompt
+
+
+@dataclass
+class Synthesis:
+    target: str  # the problem T the examples were written for
+    completions: list[str]  # the m raw samples
+    examples: list[Synthesised]  # the parseable ones, in sample order
+    n_dropped: int  # samples that did not parse
+
+
+def synthesise(model, tokenizer, targets: list[str], m: int, sampling: SamplingConfig,
+               generator: torch.Generator | None = None) -> list[Synthesis]:
+    """m synthesised (p_i, a_i) per target problem, parsed; one batched sampling call for all."""
+    chat = uses_chat_template(tokenizer)
+    prompts = [synth_prompt(t, chat) for t in targets for _ in range(m)]
+    completions = generate(model, tokenizer, prompts, sampling, generator)
+    out = []
+    for j, target in enumerate(targets):
+        raw = completions[j * m : (j + 1) * m]
+        parsed = [parse_synthesised(c) for c in raw]
+        examples = [s for s in parsed if s is not None]
+        out.append(Synthesis(target=target, completions=raw, examples=examples, n_dropped=m - len(examples)))
+    return out

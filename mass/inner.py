@@ -1,0 +1,153 @@
+"""The differentiable inner update and its exact meta-gradients, as pure functions.
+
+The adapted model is the frozen base model plus LoRA parameters phi (a `dict[str, Tensor]`),
+run through `torch.func.functional_call`; the base weights are never written. One inner step is
+plain SGD on the weighted SFT loss (never Adam: its first step is ~sign(g), with Jacobian ~ 0):
+
+    L_in(phi; s) = sum_i s_i * l_i(phi)        l_i = mean token CE of the answer part of example i
+    phi_{k+1}    = phi_k - alpha * grad L_in(phi_k; s),    k = 0 .. K-1
+
+The meta-gradient dL_outer(phi_K)/ds_i comes two ways (METHOD.md):
+
+- `meta_grad_unrolled`: reverse-over-reverse through the unrolled K steps (create_graph=True);
+  the reference, memory grows with K.
+- `meta_grad_hybrid` (default): run the K steps without a graph, keep phi_0..phi_K, then the
+  adjoint recurrence backwards, with lambda_K = grad L_outer(phi_K):
+      c_k,i       = <grad l_i(phi_k), lambda_{k+1}>     one jvp of the per-example loss vector
+      H_k lambda  = jvp(phi -> grad L_in(phi), phi_k, lambda_{k+1})   forward-over-reverse HVP
+      lambda_k    = lambda_{k+1} - alpha * H_k lambda
+      dL/ds_i     = -alpha * sum_k c_k,i
+  c_k and H_k lambda come out of one fused jvp; k = 0 needs no HVP, so K = 1 needs none at all.
+
+Forward-mode needs eager attention (SDPA kernels have no forward-mode rule) and dropout off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad, grad_and_value, jvp
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class SFTBatch:
+    """m examples, right-padded. `target_mask` marks the label positions that are scored."""
+    input_ids: torch.Tensor  # (m, L)
+    attention_mask: torch.Tensor  # (m, L)
+    target_mask: torch.Tensor  # (m, L-1): 1 where token t+1 is part of the answer (completion + EOS)
+
+
+def make_sft_batch(tokenizer, prompts: list, completions: list[str], device: torch.device | str = "cpu") -> SFTBatch:
+    """Tokenise (prompt, completion) pairs; only the completion and its EOS are scored."""
+    from mass.models import encode_prompt
+
+    rows, masks = [], []
+    for prompt, completion in zip(prompts, completions):
+        p = encode_prompt(tokenizer, prompt)
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(p + c)
+        masks.append([0] * (len(p) - 1) + [1] * len(c))  # aligned with labels input_ids[1:]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    target = torch.tensor([m + [0] * (width - 1 - len(m)) for m in masks], device=device, dtype=torch.float32)
+    return SFTBatch(input_ids, attention, target)
+
+
+def lora_params(model: torch.nn.Module) -> Params:
+    """The trainable (LoRA) parameters of a PEFT model, as detached fp32-or-wider copies."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def token_logprobs(model: torch.nn.Module, params: Params, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
+    """log p(token t+1 | tokens <= t) under base + params.  -> (B, L-1)"""
+    logits = functional_call(model, params, args=(), kwargs={"input_ids": input_ids, "attention_mask": attention_mask},
+                             strict=False).logits[:, :-1]  # (B, L-1, V)
+    logp = torch.log_softmax(logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits, dim=-1)
+    return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def example_losses(model: torch.nn.Module, params: Params, batch: SFTBatch) -> torch.Tensor:
+    """l_i: mean token cross-entropy of each example's answer part.  -> (m,)"""
+    logp = token_logprobs(model, params, batch.input_ids, batch.attention_mask)  # (m, L-1)
+    mask = batch.target_mask.to(logp.dtype)
+    return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def inner_loss(model: torch.nn.Module, params: Params, batch: SFTBatch, s: torch.Tensor) -> torch.Tensor:
+    """L_in = sum_i s_i l_i."""
+    losses = example_losses(model, params, batch)  # (m,)
+    return (s.to(losses.dtype) * losses).sum()
+
+
+def sgd_step(params: Params, grads: Params, alpha: float) -> Params:
+    return {n: params[n] - alpha * grads[n] for n in params}
+
+
+def adapt(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
+          steps: int) -> list[Params]:
+    """The inner trajectory [phi_0, ..., phi_K], computed without a graph (all detached)."""
+    s = s.detach()
+    trajectory = [{n: p.detach() for n, p in phi0.items()}]
+    step_grad = grad(lambda phi: inner_loss(model, phi, batch, s))
+    for _ in range(steps):
+        phi = trajectory[-1]
+        trajectory.append({n: p.detach() for n, p in sgd_step(phi, step_grad(phi), alpha).items()})
+    return trajectory
+
+
+def adapt_unrolled(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
+                   steps: int) -> Params:
+    """phi_K with the autograd graph of all K steps kept (reverse-over-reverse reference)."""
+    phi = {n: p if p.requires_grad else p.detach().requires_grad_(True) for n, p in phi0.items()}
+    for _ in range(steps):
+        loss = inner_loss(model, phi, batch, s)
+        grads = torch.autograd.grad(loss, list(phi.values()), create_graph=True)
+        phi = sgd_step(phi, dict(zip(phi, grads)), alpha)
+    return phi
+
+
+@dataclass
+class MetaGrad:
+    ds: torch.Tensor  # dL_outer/ds_i  (m,)
+    outer_loss: float  # L_outer(phi_K)
+    phi_K: Params  # the adapted parameters (detached)
+
+
+def meta_grad_hybrid(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
+                     steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
+    """dL_outer(phi_K)/ds by the forward-over-reverse adjoint recurrence (module docstring)."""
+    s = s.detach()
+    trajectory = adapt(model, phi0, batch, s, alpha, steps)
+    lam, value = grad_and_value(outer_loss)(trajectory[-1])  # lambda_K = grad L_outer(phi_K)
+    lam = {n: t.detach() for n, t in lam.items()}
+    ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
+    inner_grad = grad(lambda phi: inner_loss(model, phi, batch, s))
+    for k in reversed(range(steps)):
+        phi_k = trajectory[k]
+        if k > 0:  # fused: (grad L_in, l_vec) pushed forward along lambda -> (H_k lambda, c_k)
+            _, (h_lam, c) = jvp(lambda phi: (inner_grad(phi), example_losses(model, phi, batch)), (phi_k,), (lam,))
+            lam = {n: (lam[n] - alpha * h_lam[n]).detach() for n in lam}
+        else:
+            _, c = jvp(lambda phi: example_losses(model, phi, batch), (phi_k,), (lam,))
+        ds = ds - alpha * c.detach()
+    return MetaGrad(ds=ds, outer_loss=float(value), phi_K=trajectory[-1])
+
+
+def meta_grad_unrolled(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
+                       steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
+    """dL_outer(phi_K)/ds by reverse-over-reverse through the unrolled steps (the reference)."""
+    s = s.detach().requires_grad_(True)
+    phi_K = adapt_unrolled(model, {n: p.detach() for n, p in phi0.items()}, batch, s, alpha, steps)
+    value = outer_loss(phi_K)
+    (ds,) = torch.autograd.grad(value, s)
+    return MetaGrad(ds=ds.detach(), outer_loss=float(value.detach()), phi_K={n: p.detach() for n, p in phi_K.items()})
+
+
+META_GRADS = {"hybrid": meta_grad_hybrid, "unrolled": meta_grad_unrolled}

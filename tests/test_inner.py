@@ -1,0 +1,77 @@
+"""Exact meta-gradients: hybrid (forward-over-reverse) == unrolled (reverse-over-reverse) == finite differences.
+
+A tiny Hugging Face Llama with a PEFT LoRA adapter, in float64, eager attention.
+"""
+
+import pytest
+import torch
+
+from mass.inner import (adapt, example_losses, lora_params, make_sft_batch, meta_grad_hybrid, meta_grad_unrolled)
+import mass.models  # noqa: F401  (registers the mass_math attention)
+from mass.models import attach_lora
+
+from conftest import keep_float64, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_tokenizer):
+    base = tiny_llama(tiny_tokenizer, seed=1, layers=2, hidden=16)
+    base.set_attn_implementation("mass_math")
+    model = keep_float64(attach_lora(base, rank=2)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-zero B so that every LoRA matrix gets a gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    phi0 = lora_params(model)
+    batch = make_sft_batch(tiny_tokenizer, ["Problem: 1+1?\nSolution:", "Problem: 2x=4\nSolution:", "Problem: hi\nSolution:"],
+                           [" $1+1=2$. \\boxed{2}", " $x=2$", " a longer answer here \\boxed{7}"])
+    target = make_sft_batch(tiny_tokenizer, ["Problem: 3+4?\nSolution:"], [" $3+4=7$. The answer is \\boxed{7}."])
+
+    def outer(phi):
+        return example_losses(model, phi, target).mean()
+
+    return model, phi0, batch, outer
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_hybrid_equals_unrolled_and_finite_differences(setup, K):
+    model, phi0, batch, outer = setup
+    s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    alpha = 0.1
+    hybrid = meta_grad_hybrid(model, phi0, batch, s, alpha, K, outer)
+    unrolled = meta_grad_unrolled(model, phi0, batch, s, alpha, K, outer)
+    assert hybrid.ds.abs().max() > 1e-6  # a real signal, not zeros on both sides
+    rel = (hybrid.ds - unrolled.ds).norm() / unrolled.ds.norm()
+    assert rel < 1e-8, rel
+    assert hybrid.outer_loss == pytest.approx(unrolled.outer_loss, rel=1e-12)
+
+    # Central differences. This random tiny model is strongly curved in s (at eps=1e-3 the
+    # estimate is still off by 30%), so a small eps; float64 rounding stays near 1e-9.
+    eps = 1e-6
+    f = lambda s_: outer(adapt(model, phi0, batch, s_, alpha, K)[-1])
+    fd = torch.zeros(3, dtype=torch.float64)
+    for i in range(3):
+        e = torch.zeros(3, dtype=torch.float64)
+        e[i] = eps
+        fd[i] = (f(s + e) - f(s - e)) / (2 * eps)
+    assert ((hybrid.ds - fd).norm() / fd.norm()) < 1e-6
+
+
+def test_adapting_never_touches_the_model_weights(setup):
+    model, phi0, batch, outer = setup
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    s = torch.full((3,), 1 / 3, dtype=torch.float64)
+    trajectory = adapt(model, phi0, batch, s, 0.5, 2)
+    meta_grad_hybrid(model, phi0, batch, s, 0.5, 2, outer)
+    assert any(not torch.equal(trajectory[-1][n], phi0[n]) for n in phi0)  # the adapter did move
+    for n, p in model.state_dict().items():
+        assert torch.equal(p, before[n]), n
+
+
+def test_one_inner_step_lowers_the_weighted_loss(setup):
+    model, phi0, batch, _ = setup
+    s = torch.full((3,), 1 / 3, dtype=torch.float64)
+    phi0_loss = (s * example_losses(model, phi0, batch)).sum()
+    phi1 = adapt(model, phi0, batch, s, 0.1, 1)[-1]
+    assert (s * example_losses(model, phi1, batch)).sum() < phi0_loss
