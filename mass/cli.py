@@ -26,12 +26,17 @@ class Command:
     config: str  # name of the config dataclass in the module
     summary: str
     flags: tuple[str, ...] = ()  # boolean switches passed to run() as keywords
+    positional: str | None = None  # a config key that may be given as the first bare argument
 
 
 COMMANDS = {
     "pretrain": Command("mass.pretrain", "PretrainConfig", "train the embedded MiniMath model from scratch",
                         flags=("resume",)),
     "eval": Command("mass.evaluate", "EvalConfig", "evaluate a method on a math benchmark"),
+    "meta-train": Command("mass.meta_train", "MetaTrainConfig", "meta-train the MASS scorer and generator",
+                          flags=("resume",)),
+    "solve": Command("mass.solve", "SolveConfig", "adapt to one problem at test time and show the work",
+                     positional="problem"),
     "synth": Command("mass.synth_report", "SynthConfig", "measure the model's synthesised examples (parse rate, correctness)"),
 }
 
@@ -50,6 +55,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     for f in dataclasses.fields(cls):
         if not dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name]):
             p.add_argument(f"--{f.name.replace('_', '-')}", dest=f"set_{f.name}", metavar="VALUE", help=argparse.SUPPRESS)
+    if command.positional:
+        p.add_argument(command.positional, nargs="?", default=None, help=f"the {command.positional} (may contain '=')")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. sampling.temperature=0.7")
     return p
 
@@ -85,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides += [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("set_") and v is not None]
     try:
         cfg = load_config(_config_class(command), args.config, overrides)
+        if command.positional and getattr(args, command.positional) is not None:
+            text = getattr(args, command.positional)
+            key = text.split("=", 1)[0]
+            if "=" in text and key.split(".")[0] in {f.name for f in dataclasses.fields(cfg)}:
+                overrides.insert(0, text)  # it was a key=value setting, not the positional
+                cfg = load_config(_config_class(command), args.config, overrides)
+            else:
+                cfg = dataclasses.replace(cfg, **{command.positional: text})
         run: Callable = getattr(sys.modules[command.module], "run")
         run(cfg, **{flag: getattr(args, flag) for flag in command.flags})
     except MassError as e:

@@ -42,7 +42,7 @@ def load_config(cls: type, yaml_path: str | Path | None = None, overrides: typin
     for item in overrides:
         key, value = _parse_override(item)
         _set_path(tree, key.split("."), value, key)
-    return _build(cls, tree, prefix="")
+    return _build(cls, tree, prefix="", default=cls())
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -114,7 +114,9 @@ def _set_path(tree: dict[str, Any], parts: list[str], value: Any, full_key: str)
     tree[parts[-1]] = value
 
 
-def _build(cls: type, tree: dict[str, Any], prefix: str) -> Any:
+def _build(cls: type, tree: dict[str, Any], prefix: str, default: Any) -> Any:
+    """`default` (a `cls` instance: a field's own default, which may differ from `cls()`) with
+    the settings of `tree` applied on top."""
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -126,11 +128,11 @@ def _build(cls: type, tree: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise MassError(f"config key '{key}' is a group of settings; set its keys as {key}.<name>=...")
-            kwargs[name] = _build(hint, value, key + ".")
+            kwargs[name] = _build(hint, value, key + ".", default=getattr(default, name))
         else:
             kwargs[name] = _coerce(value, hint, key)
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(default, **kwargs)
     except MassError:
         raise
     except (TypeError, ValueError) as e:

@@ -30,13 +30,15 @@ from mass.checker import is_equivalent
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.methods import MethodContext, get_method
-from mass.models import SamplingConfig, load_model, resolve_model_name
+from mass.adaptation import AdaptConfig
+from mass.models import LoraSettings, SamplingConfig, load_model, resolve_model_name
 from mass.tasks import load_task
 
 
 @dataclass
 class EvalConfig:
-    method: str = setting("base", "test-time method: base (more arrive with the MASS core)")
+    method: str = setting("base", "test-time method: base, ttss, mass, mass-gold")
+    checkpoint: str = setting("", "meta-trained MASS checkpoint directory (for mass and mass-gold)")
     model: str = setting("", "model: local path or hub id; empty means the embedded MiniMath model")
     data: str = setting("minimath-500", "task name (minimath-500, math500, gsm8k, ...) or a .jsonl file")
     limit: int | None = setting(None, "evaluate only the first N problems")
@@ -47,6 +49,8 @@ class EvalConfig:
     attn_implementation: str = setting("sdpa", "attention kernel: sdpa or eager")
     check_timeout: float = setting(10.0, "seconds one answer check may take before it counts as wrong")
     sampling: SamplingConfig = nested(SamplingConfig, "decoding of the final answers")
+    adapt: AdaptConfig = nested(AdaptConfig, "test-time adaptation (ttss, mass): paper inference m=6, K=1")
+    lora: LoraSettings = nested(LoraSettings, "the fresh LoRA adapter of ttss (mass uses the checkpoint's)")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -60,7 +64,8 @@ def run(cfg: EvalConfig) -> dict:
     task = load_task(cfg.data)
     problems = task.load(cfg.limit)
     device = dist.init() if cfg.device == "auto" else torch.device(cfg.device)
-    model, tokenizer = load_model(cfg.model or None, cfg.dtype, device, cfg.attn_implementation)
+    model_name = cfg.model or _checkpoint_model(cfg) or None
+    model, tokenizer = load_model(model_name, cfg.dtype, device, cfg.attn_implementation)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
     ctx = MethodContext(model=model, tokenizer=tokenizer, task=task, cfg=cfg, generator=generator)
 
@@ -80,13 +85,22 @@ def run(cfg: EvalConfig) -> dict:
     bar.close()
 
     records = sorted(dist.gather_lists(records), key=lambda r: r.pop("index"))
-    result = summarise(records, cfg, model_name=resolve_model_name(cfg.model or None), data=task.name)
+    result = summarise(records, cfg, model_name=resolve_model_name(model_name), data=task.name)
     if dist.is_main():
         print(format_table(result))
         write_json(result, Path(cfg.out))
         print(f"wrote {cfg.out}")
     dist.barrier()
     return result
+
+
+def _checkpoint_model(cfg: EvalConfig) -> str:
+    """The base model a MASS checkpoint was meta-trained on ('' for the embedded one)."""
+    if not cfg.checkpoint:
+        return ""
+    from mass.checkpoint import read_meta_info
+
+    return read_meta_info(cfg.checkpoint).get("model", "")
 
 
 def make_record(index: int, problem, task, output: dict, seconds: float, timeout: float) -> dict:

@@ -23,6 +23,7 @@ class Synthesis:
     target: str  # the problem T the examples were written for
     completions: list[str]  # the m raw samples
     examples: list[Synthesised]  # the parseable ones, in sample order
+    example_completions: list[str]  # the raw completion each example was parsed from
     n_dropped: int  # samples that did not parse
 
 
@@ -35,7 +36,8 @@ def synthesise(model, tokenizer, targets: list[str], m: int, sampling: SamplingC
     out = []
     for j, target in enumerate(targets):
         raw = completions[j * m : (j + 1) * m]
-        parsed = [parse_synthesised(c) for c in raw]
-        examples = [s for s in parsed if s is not None]
-        out.append(Synthesis(target=target, completions=raw, examples=examples, n_dropped=m - len(examples)))
+        parsed = [(parse_synthesised(c), c) for c in raw]
+        kept = [(s, c) for s, c in parsed if s is not None]
+        out.append(Synthesis(target=target, completions=raw, examples=[s for s, _ in kept],
+                             example_completions=[c for _, c in kept], n_dropped=m - len(kept)))
     return out

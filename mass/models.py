@@ -67,6 +67,13 @@ class SamplingConfig:
             raise MassError("sampling needs temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1, batch_size >= 1")
 
 
+@dataclass
+class LoraSettings:
+    rank: int = setting(8, "LoRA rank")
+    alpha: float = setting(16.0, "LoRA alpha (scale alpha/rank)")
+    targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
+
+
 def resolve_model_name(name: str | None) -> str:
     """None or "embedded" means the checkpoint shipped inside the package."""
     if name in (None, "", "embedded"):

@@ -12,6 +12,10 @@ class Inner:
     stop: list[str] = setting([], "stops")
 
 
+def _hot():
+    return Inner(temperature=1.0, stop=["x"])
+
+
 @dataclass
 class Outer:
     name: str = setting("base", "a name")
@@ -19,6 +23,7 @@ class Outer:
     steps: int = setting(10, "steps")
     flag: bool = setting(False, "a flag")
     inner: Inner = nested(Inner, "inner group")
+    hot: Inner = nested(_hot, "a group whose defaults differ from Inner()")
 
 
 def test_defaults_then_yaml_then_overrides(tmp_path):
@@ -74,3 +79,8 @@ def test_describe_lists_nested_keys_with_help():
     rows = {key: (type_name, default, help_text) for key, type_name, default, help_text in describe(Outer)}
     assert rows["inner.temperature"] == ("float", "0.0", "temperature")
     assert rows["limit"][0] == "int | null"
+
+
+def test_overrides_keep_a_groups_own_defaults():
+    cfg = load_config(Outer, None, ["hot.stop=[y]"])
+    assert cfg.hot.temperature == 1.0 and cfg.hot.stop == ["y"]  # not reset to Inner()'s 0.0

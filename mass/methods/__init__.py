@@ -8,7 +8,7 @@ into the record). `ctx` is a `MethodContext` with the loaded model, tokenizer, t
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -16,6 +16,9 @@ from mass.errors import MassError
 
 METHODS = {
     "base": "mass.methods.base",
+    "ttss": "mass.methods.ttss",
+    "mass": "mass.methods.mass",
+    "mass-gold": "mass.methods.mass",  # same test-time procedure; a checkpoint meta-trained with outer=gold
 }
 
 
@@ -26,6 +29,7 @@ class MethodContext:
     task: Any  # mass.tasks.Task
     cfg: Any  # mass.evaluate.EvalConfig
     generator: Any  # torch.Generator seeded from cfg.seed
+    state: dict = field(default_factory=dict)  # what a method sets up once per run (adapters, scorer)
 
 
 def get_method(name: str) -> ModuleType:

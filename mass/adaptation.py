@@ -1,0 +1,123 @@
+"""Test-time adaptation to one problem T: synthesise, weight, take K LoRA SGD steps, answer.
+
+The pieces shared by `mass meta-train`, the `mass`/`mass-gold`/`ttss` methods and `mass solve`:
+turning synthesised examples into an SFT batch, scoring them, and running the model with a
+given set of LoRA values. `use_lora` swaps LoRA values in and restores them on exit, so the
+base weights and the meta-trained adapter are left bit-identical by an adaptation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from mass.config import nested, setting
+from mass.errors import MassError
+from mass.inner import Params, SFTBatch, adapt, make_sft_batch
+from mass.models import SamplingConfig, uses_chat_template
+from mass.prompts import Synthesised, solve_prompt
+from mass.scorer import Scorer, embed_texts
+
+
+def _synth_sampling() -> SamplingConfig:
+    return SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=256, batch_size=64)
+
+
+@dataclass
+class AdaptConfig:
+    m: int = setting(6, "synthesised examples per problem (paper: 12 in meta-training, 6 at inference)")
+    steps: int = setting(1, "inner SGD steps K (paper: 2 in meta-training, 1 at inference)")
+    lr: float = setting(0.5, "inner SGD learning rate alpha on the LoRA parameters")
+    weights: Literal["scorer", "uniform"] = setting("scorer", "example weights: the learnt scorer, or uniform 1/m")
+    synth: SamplingConfig = nested(_synth_sampling, "sampling of the synthesised examples")
+
+    def __post_init__(self) -> None:
+        if self.m < 1 or self.steps < 0 or self.lr < 0:
+            raise MassError("adaptation needs m >= 1, steps >= 0 and lr >= 0")
+
+
+def example_batch(tokenizer, examples: list[Synthesised], device) -> SFTBatch:
+    """The SFT batch of synthesised examples: prompt "Problem: p_i", scored part the worked answer a_i."""
+    chat = uses_chat_template(tokenizer)
+    return make_sft_batch(tokenizer, [solve_prompt(e.problem, chat) for e in examples],
+                          [f" {e.solution}" for e in examples], device)
+
+
+def example_weights(model, tokenizer, scorer: Scorer | None, target: str, examples: list[Synthesised]) -> torch.Tensor:
+    """s (m,): the scorer's weights (differentiable in its parameters), or uniform 1/m."""
+    device = next(model.parameters()).device
+    if scorer is None:
+        return torch.full((len(examples),), 1.0 / len(examples), device=device)
+    feats = embed_texts(model, tokenizer, [f"Problem: {target}"] +
+                        [f"Problem: {e.problem}\nSolution: {e.solution}" for e in examples])
+    return scorer(feats[0], feats[1:])
+
+
+@contextlib.contextmanager
+def use_lora(model, phi: Params) -> Iterator[None]:
+    """Run `model` with LoRA values `phi`; the previous values are restored exactly on exit."""
+    params = dict(model.named_parameters())
+    saved = {n: params[n].detach().clone() for n in phi}
+    try:
+        with torch.no_grad():
+            for n, value in phi.items():
+                params[n].copy_(value)
+        yield
+    finally:
+        with torch.no_grad():
+            for n, value in saved.items():
+                params[n].copy_(value)
+
+
+def adapted_lora(model, tokenizer, phi0: Params, examples: list[Synthesised], s: torch.Tensor,
+                 cfg: AdaptConfig) -> Params:
+    """phi_K after K weighted SGD steps on the examples (no graph kept)."""
+    device = next(model.parameters()).device
+    batch = example_batch(tokenizer, examples, device)
+    return adapt(model, phi0, batch, s.detach(), cfg.lr, cfg.steps)[-1]
+
+
+def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
+                     task, answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
+    """For each problem: synthesise m examples, weight them, adapt phi0 -> phi_K, answer with phi_K.
+
+    Synthesis is one batched sampling call for all `problems`; each problem is then adapted and
+    answered on its own. A problem whose samples all fail to parse is answered with phi0 (the
+    unadapted model) and its record says `adapted: false`.
+    """
+    import time
+
+    from mass.generator import synthesise
+    from mass.models import generate
+
+    chat = uses_chat_template(tokenizer)
+    t0 = time.perf_counter()
+    if cfg.weights == "scorer" and scorer is None:
+        raise MassError("weights=scorer needs a meta-trained scorer (--checkpoint DIR), or use weights=uniform")
+    with use_lora(model, phi0):
+        syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, generator)
+    generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
+    out = []
+    for problem, syn in zip(problems, syntheses):
+        t1 = time.perf_counter()
+        record = {"n_parsed": len(syn.examples), "n_dropped": syn.n_dropped, "adapted": bool(syn.examples)}
+        phi = phi0
+        if syn.examples:
+            with torch.no_grad():
+                s = example_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None, problem.problem,
+                                    syn.examples)
+            phi = adapted_lora(model, tokenizer, phi0, syn.examples, s, cfg)
+            record["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
+                                   "weight": round(float(w), 5)} for e, w in zip(syn.examples, s)]
+        t2 = time.perf_counter()
+        with use_lora(model, phi):
+            generated = generate(model, tokenizer, [task.render_prompt(problem, chat)], answer_sampling, generator)[0]
+        t3 = time.perf_counter()
+        record.update(generated=generated, seconds_generate=round(generate_seconds, 4),
+                      seconds_update=round(t2 - t1, 4), seconds_answer=round(t3 - t2, 4))
+        out.append(record)
+    return out

@@ -1,0 +1,49 @@
+"""Meta-training checkpoints: the generator LoRA as a standard PEFT adapter, the scorer as
+safetensors, and the training state that makes `--resume` exact.
+
+    DIR/generator/          adapter_config.json, adapter_model.safetensors (PEFT)
+    DIR/scorer/             scorer.json, scorer.safetensors
+    DIR/mass.json           which base model, outer loss, and the full meta-training config
+    DIR/train_state.pt      step and optimizer states (for --resume only)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mass.errors import MassError
+from mass.inner import Params, lora_params
+from mass.scorer import Scorer, load_scorer, save_scorer
+
+
+def save_meta_checkpoint(directory: Path, peft_model, scorer: Scorer, info: dict, state: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(directory / "generator")
+    save_scorer(scorer, directory / "scorer")
+    (directory / "mass.json").write_text(json.dumps(info, indent=2) + "\n")
+    tmp = directory / "train_state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(directory / "train_state.pt")
+
+
+def read_meta_info(directory: str | Path) -> dict:
+    path = Path(directory) / "mass.json"
+    if not path.is_file():
+        raise MassError(f"{directory} is not a MASS checkpoint (no mass.json); make one with `mass meta-train`")
+    return json.loads(path.read_text())
+
+
+def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, Params]:
+    """(PEFT model with the meta-trained generator LoRA, scorer, its LoRA values phi_0)."""
+    from peft import PeftModel
+
+    directory = Path(directory)
+    read_meta_info(directory)
+    peft_model = PeftModel.from_pretrained(model, directory / "generator", is_trainable=True)
+    peft_model.eval()
+    device = next(model.parameters()).device
+    scorer = load_scorer(directory / "scorer").to(device).eval()
+    return peft_model, scorer, lora_params(peft_model)

@@ -1,0 +1,285 @@
+"""`mass meta-train`: learn the scorer and the generator of MASS (the whole algorithm, top to bottom).
+
+Each meta-step takes a batch of training problems T and, for each:
+  1. the generator (the model with its LoRA theta = phi_0) samples m examples (p_i, a_i);
+  2. the scorer gives weights s = s_eta(T, p_i, a_i);
+  3. K inner SGD steps on sum_i s_i l_i give phi_K (mass/inner.py);
+  4. the outer loss on phi_K:  gold: CE of T's gold solution (MASS_gold);
+                               verifier: GRPO on k solutions of T sampled from phi_K (MASS);
+  5. the exact meta-gradient dL_outer/ds_i (hybrid forward-over-reverse, or unrolled);
+  6. scorer:    eta   <- eta - lr * sum_i dL/ds_i * ds_i/deta          (Adam);
+     generator: theta <- GRPO on the synthesis tokens of (p_i, a_i) with reward r_i = -dL/ds_i,
+                normalised within the m samples of T, plus gamma * L_solve          (Adam),
+     where L_solve is the gold CE of T (gold) or GRPO on the k verifier samples (verifier), both
+     at theta, so the solver does not degrade while the generator learns.
+Problems whose samples all fail to parse (fewer than 2 usable) are skipped and counted.
+
+Every `eval_every` steps, the last `heldout` problems of the data (never trained on) are adapted
+to with the current generator and scorer, and the post-adaptation gold CE and greedy accuracy
+are logged. Metrics go to DIR/metrics.jsonl (and TensorBoard with tensorboard=true).
+
+    mass meta-train outer=verifier out=runs/mass            # MASS, the paper's defaults
+    mass meta-train outer=gold out=runs/mass-gold           # MASS_gold
+    mass meta-train out=runs/mass --resume                  # continue exactly where it stopped
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from mass.adaptation import AdaptConfig, example_batch, example_weights, use_lora
+from mass.checker import extract_final_answer, is_equivalent
+from mass.checkpoint import save_meta_checkpoint
+from mass.config import config_to_dict, nested, setting
+from mass.errors import MassError
+from mass.generator import synthesise
+from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
+from mass.losses import group_advantages, grpo_loss
+from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name
+from mass.prompts import solve_prompt, synth_prompt
+from mass.scorer import Scorer, load_scorer
+from mass.tasks import load_task
+
+
+def _train_adapt() -> AdaptConfig:
+    return AdaptConfig(m=12, steps=2)
+
+
+def _solve_sampling() -> SamplingConfig:
+    return SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=320, batch_size=64)
+
+
+@dataclass
+class MetaTrainConfig:
+    outer: Literal["gold", "verifier"] = setting("verifier", "outer loss: gold (MASS_gold) or verifier (MASS, GRPO)")
+    model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
+    data: str = setting("minimath-meta", "meta-training problems (the paper: 1,000)")
+    heldout: int = setting(16, "the last N problems of data are held out for evaluation, never trained on")
+    out: str = setting("runs/mass", "checkpoint directory")
+    steps: int = setting(100, "meta-training steps")
+    batch_size: int = setting(4, "problems T per meta-step")
+    k: int = setting(4, "solutions sampled from phi_K per T for the verifier outer loss")
+    meta_grad: Literal["hybrid", "unrolled"] = setting("hybrid", "meta-gradient: hybrid (forward-over-reverse) or unrolled")
+    adapt: AdaptConfig = nested(_train_adapt, "inner loop (paper: m=12, K=2 in meta-training)")
+    lora: LoraSettings = nested(LoraSettings, "the generator's LoRA adapter (phi)")
+    scorer_lr: float = setting(1e-3, "scorer learning rate (Adam)")
+    scorer_width: int = setting(64, "scorer hidden width")
+    scorer_normalise: Literal["softmax", "sigmoid"] = setting("softmax", "scorer weights: softmax over m, or 2*sigmoid/m")
+    generator_lr: float = setting(1e-4, "generator LoRA learning rate (Adam); 0 turns generator RL off")
+    clip: float = setting(0.2, "PPO/GRPO clip range")
+    gamma: float = setting(0.1, "weight of L_solve in the generator objective")
+    solve_sampling: SamplingConfig = nested(_solve_sampling, "sampling of the verifier's k solutions")
+    eval_every: int = setting(20, "steps between held-out evaluations (0: only at the start and end)")
+    save_every: int = setting(10, "steps between checkpoints")
+    seed: int = setting(0, "seed: step t's problems and samples depend only on (seed, t)")
+    dtype: str = setting("float32", "base model dtype (the LoRA, scorer and meta-gradients stay float32)")
+    device: str = setting("auto", "auto, cpu or cuda")
+    tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.k < 2 or self.heldout < 0:
+            raise MassError("meta-train needs steps >= 1, batch_size >= 1, k >= 2, heldout >= 0")
+
+
+def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
+    out = Path(cfg.out)
+    problems = load_task(cfg.data).load(None)
+    if len(problems) <= cfg.heldout + cfg.batch_size:
+        raise MassError(f"{cfg.data} has {len(problems)} problems: too few for heldout={cfg.heldout}, "
+                        f"batch_size={cfg.batch_size}")
+    if cfg.outer == "gold" and any(p.solution is None for p in problems):
+        raise MassError(f"outer=gold needs gold solutions, and {cfg.data} lacks some; use outer=verifier")
+    train, heldout = problems[: len(problems) - cfg.heldout], problems[len(problems) - cfg.heldout :]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else torch.device(cfg.device)
+    base, tok = load_model(cfg.model or None, cfg.dtype, device, attn_implementation="mass_math")
+    if resume and (out / "generator").is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
+        scorer = load_scorer(out / "scorer").to(device)
+        state = torch.load(out / "train_state.pt", weights_only=False)
+        start = state["step"]
+        print(f"resuming from step {start} in {out}")
+    else:
+        model = attach_lora(base, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+        scorer = Scorer(base.config.hidden_size, cfg.scorer_width, cfg.scorer_normalise).to(device)
+        state, start = None, 0
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    model.eval()  # no dropout anywhere: the inner trajectory and its jvps must see the same function
+    live = {n: p for n, p in model.named_parameters() if p.requires_grad}  # theta: the generator's LoRA
+    for p in live.values():
+        p.data = p.data.float()
+    opt_scorer = torch.optim.Adam(scorer.parameters(), lr=cfg.scorer_lr)
+    opt_gen = torch.optim.Adam(live.values(), lr=cfg.generator_lr) if cfg.generator_lr > 0 else None
+    if state is not None:
+        opt_scorer.load_state_dict(state["opt_scorer"])
+        if opt_gen is not None and state.get("opt_gen"):
+            opt_gen.load_state_dict(state["opt_gen"])
+    writer = _tensorboard(out) if cfg.tensorboard else None
+    info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "outer": cfg.outer,
+            "config": config_to_dict(cfg)}
+
+    out.mkdir(parents=True, exist_ok=True)
+    if start == 0:
+        _log(out, writer, {"step": 0, **evaluate_heldout(model, tok, scorer, heldout, cfg, device)})
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"meta-train ({cfg.outer})",
+               dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        rng = random.Random(cfg.seed * 1_000_003 + step)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        metrics = meta_step(model, tok, scorer, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
+        opt_scorer.step()
+        opt_scorer.zero_grad(set_to_none=True)
+        if opt_gen is not None:
+            opt_gen.step()
+            opt_gen.zero_grad(set_to_none=True)
+        row = {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            row.update(evaluate_heldout(model, tok, scorer, heldout, cfg, device))
+        _log(out, writer, row)
+        bar.set_postfix({k: row[k] for k in ("outer_after", "parse_rate") if k in row})
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_meta_checkpoint(out, model, scorer, info, {
+                "step": step + 1, "opt_scorer": opt_scorer.state_dict(),
+                "opt_gen": opt_gen.state_dict() if opt_gen is not None else None})
+    print(f"saved MASS checkpoint to {out}")
+    return out
+
+
+def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTrainConfig, gen: torch.Generator,
+              device) -> dict:
+    """One meta-step over `targets`: accumulates the scorer's and the generator's gradients."""
+    phi0 = {n: p.detach().clone() for n, p in live.items()}
+    syntheses = synthesise(model, tok, [t.problem for t in targets], cfg.adapt.m, cfg.adapt.synth, gen)
+    rows, n = [], len(targets)
+    for target, syn in zip(targets, syntheses):
+        if len(syn.examples) < 2:
+            rows.append({"skipped": 1.0, "parse_rate": len(syn.examples) / cfg.adapt.m})
+            continue
+        batch = example_batch(tok, syn.examples, device)
+        s = example_weights(model, tok, scorer, target.problem, syn.examples)  # (m,), graph to eta
+        outer, solve_loss, extra = outer_objective(model, tok, target, phi0, batch, s, live, cfg, gen, device)
+        mg = META_GRADS[cfg.meta_grad](model, phi0, batch, s, cfg.adapt.lr, cfg.adapt.steps, outer)
+        (s * mg.ds.to(s.dtype)).sum().div(n).backward()  # eta.grad += sum_i dL/ds_i * ds_i/deta
+
+        # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
+        reward = -mg.ds.float()
+        kept = syn.example_completions
+        synth_batch = make_sft_batch(tok, [synth_prompt(target.problem)] * len(kept), kept, device)
+        logp = token_logprobs(model, live, synth_batch.input_ids, synth_batch.attention_mask)
+        gen_loss, gen_diag = grpo_loss(logp, logp.detach(), synth_batch.target_mask, group_advantages(reward), cfg.clip)
+        ((gen_loss + cfg.gamma * solve_loss) / n).backward()
+
+        with torch.no_grad():
+            gold_before = _gold_ce(model, tok, target, phi0, device)
+            gold_after = _gold_ce(model, tok, target, mg.phi_K, device)
+        rows.append({
+            "skipped": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m,
+            "outer_after": mg.outer_loss if cfg.outer == "gold" else 1.0 - extra["reward_after"],
+            "gold_ce_before": gold_before, "gold_ce_after": gold_after,
+            "reward_mean": float(reward.mean()), "meta_grad_norm": float(mg.ds.norm()),
+            "s_max": float(s.max()), "s_min": float(s.min()),
+            "s_entropy": float(-(s * s.clamp(min=1e-12).log()).sum()) if cfg.scorer_normalise == "softmax" else float("nan"),
+            "gen_loss": float(gen_loss), "solve_loss": float(solve_loss), "clip_frac": gen_diag["clip_frac"], **extra,
+        })
+    return _mean_rows(rows)
+
+
+def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConfig, gen, device):
+    """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T."""
+    prompt = solve_prompt(target.problem)
+    if cfg.outer == "gold":
+        gold = make_sft_batch(tok, [prompt], [f" {target.solution}"], device)
+        solve_loss = example_losses(model, live, gold).mean()
+        return (lambda phi: example_losses(model, phi, gold).mean()), solve_loss, {}
+    # verifier: k solutions of T sampled from phi_K (no gradient through sampling), rewards 1/0
+    phi_K = adapt(model, phi0, batch, s.detach(), cfg.adapt.lr, cfg.adapt.steps)[-1]
+    with use_lora(model, phi_K):
+        solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, gen)
+    rewards = torch.tensor([float(is_equivalent(target.answer, extract_final_answer(x))) for x in solutions])
+    adv = group_advantages(rewards)
+    sols = make_sft_batch(tok, [prompt] * cfg.k, solutions, device)
+    with torch.no_grad():
+        logp_old = token_logprobs(model, phi_K, sols.input_ids, sols.attention_mask)
+
+    def outer(phi):
+        logp = token_logprobs(model, phi, sols.input_ids, sols.attention_mask)
+        return grpo_loss(logp, logp_old, sols.target_mask, adv, cfg.clip)[0]
+
+    # L_solve at theta: the same samples, importance-weighted from phi_K to theta and clipped
+    logp_theta = token_logprobs(model, live, sols.input_ids, sols.attention_mask)
+    solve_loss = grpo_loss(logp_theta, logp_old, sols.target_mask, adv, cfg.clip)[0]
+    return outer, solve_loss, {"reward_after": float(rewards.mean())}
+
+
+def _gold_ce(model, tok, target, phi, device) -> float:
+    if target.solution is None:
+        return float("nan")
+    gold = make_sft_batch(tok, [solve_prompt(target.problem)], [f" {target.solution}"], device)
+    return float(example_losses(model, phi, gold).mean())
+
+
+@torch.no_grad()
+def evaluate_heldout(model, tok, scorer, heldout: list, cfg: MetaTrainConfig, device) -> dict:
+    """Adapt to each held-out problem with the current generator and scorer (seeded); report the
+    post-adaptation gold CE (the gold outer loss) and greedy accuracy, before and after."""
+    if not heldout:
+        return {}
+    phi0 = lora_params(model)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
+    syntheses = synthesise(model, tok, [t.problem for t in heldout], cfg.adapt.m, cfg.adapt.synth, gen)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=cfg.solve_sampling.max_new_tokens)
+
+    before, after, correct_before, correct_after = [], [], [], []
+    for target, syn in zip(heldout, syntheses):
+        phi = phi0
+        if syn.examples:
+            s = example_weights(model, tok, scorer, target.problem, syn.examples)
+            with torch.enable_grad():
+                phi = adapt(model, phi0, example_batch(tok, syn.examples, device), s, cfg.adapt.lr, cfg.adapt.steps)[-1]
+        before.append(_gold_ce(model, tok, target, phi0, device))
+        after.append(_gold_ce(model, tok, target, phi, device))
+        for values, correct in ((phi0, correct_before), (phi, correct_after)):
+            with use_lora(model, values):
+                text = generate(model, tok, [solve_prompt(target.problem)], greedy)[0]
+            correct.append(float(is_equivalent(target.answer, extract_final_answer(text))))
+    n = len(heldout)
+    return {"heldout_gold_ce_before": sum(before) / n, "heldout_gold_ce_after": sum(after) / n,
+            "heldout_acc_before": sum(correct_before) / n, "heldout_acc_after": sum(correct_after) / n}
+
+
+def _mean_rows(rows: list[dict]) -> dict:
+    keys = {k for r in rows for k in r}
+    out = {}
+    for k in sorted(keys):
+        values = [r[k] for r in rows if k in r and r[k] == r[k]]  # skip NaN
+        if values:
+            out[k] = round(sum(values) / len(values), 6)
+    return out
+
+
+def _log(out: Path, writer, row: dict) -> None:
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if writer is not None:
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                writer.add_scalar(k, v, row["step"])
+        writer.flush()
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MassError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out / "tb"))
