@@ -53,8 +53,10 @@ def shard(items: list[Any]) -> list[Any]:
 
 def gather_lists(local: list[Any]) -> list[Any]:
     """Concatenate each rank's list (rank order) on every rank; identity without torchrun."""
-    if world_size() == 1 or not dist.is_initialized():
+    if world_size() == 1:
         return list(local)
+    if not dist.is_initialized():
+        raise RuntimeError("gather_lists under torchrun needs dist.init() first")
     parts: list[Any] = [None] * world_size()
     dist.all_gather_object(parts, local)
     return [x for part in parts for x in part]

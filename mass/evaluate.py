@@ -63,7 +63,8 @@ def run(cfg: EvalConfig) -> dict:
     method = get_method(cfg.method)
     task = load_task(cfg.data)
     problems = task.load(cfg.limit)
-    device = dist.init() if cfg.device == "auto" else torch.device(cfg.device)
+    device = dist.init()  # joins the process group under torchrun
+    device = device if cfg.device == "auto" else torch.device(cfg.device)
     model_name = cfg.model or _checkpoint_model(cfg) or None
     model, tokenizer = load_model(model_name, cfg.dtype, device, cfg.attn_implementation)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())

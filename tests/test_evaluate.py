@@ -72,3 +72,22 @@ def test_bad_jsonl_line_leaves_no_results(tmp_path, capsys):
     assert main(["eval", "--data", str(data), "--out", str(out)]) == 2
     assert "d.jsonl:2: not valid JSON" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_torchrun_shards_and_merges_to_the_single_process_result(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    single, multi = tmp_path / "single.json", tmp_path / "multi.json"
+    common = ["eval", "--method", "base", "--data", "minimath-500", "--limit", "7", "sampling.max_new_tokens=100"]
+    assert main([*common, "--out", str(single)]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                    "-m", "mass", *common, "--out", str(multi)], check=True, env=env, capture_output=True, timeout=600)
+    a, b = json.loads(single.read_text()), json.loads(multi.read_text())
+    assert b["world_size"] == 2 and b["n"] == a["n"] == 7
+    assert [r["id"] for r in a["records"]] == [r["id"] for r in b["records"]]
+    assert [r["generated"] for r in a["records"]] == [r["generated"] for r in b["records"]]
+    assert a["accuracy"] == b["accuracy"] and a["by_subject"] == b["by_subject"]

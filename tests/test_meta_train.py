@@ -1,0 +1,108 @@
+"""Few-step runs of `mass meta-train` (both outer losses), resume, and test-time MASS on the embedded model."""
+
+import json
+
+import pytest
+import torch
+
+from mass.cli import main
+from mass.scorer import load_scorer
+
+TINY = ["steps=2", "batch_size=1", "heldout=2", "eval_every=0", "save_every=1", "adapt.m=3",
+        "adapt.synth.max_new_tokens=120", "k=2", "solve_sampling.max_new_tokens=100", "lora.rank=2"]
+
+
+@pytest.fixture(scope="module")
+def gold_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mass-gold")
+    assert main(["meta-train", "outer=gold", f"out={out}", *TINY]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_gold_meta_train_writes_metrics_and_a_checkpoint(gold_checkpoint):
+    rows = [json.loads(line) for line in (gold_checkpoint / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert "heldout_gold_ce_after" in rows[0] and "heldout_gold_ce_after" in rows[-1]
+    trained = [r for r in rows[1:] if r.get("skipped") == 0.0]
+    assert trained, "every problem was skipped: the embedded model should parse its own samples"
+    for key in ("outer_after", "gold_ce_before", "meta_grad_norm", "parse_rate", "s_max", "reward_mean"):
+        assert key in trained[0]
+    assert (gold_checkpoint / "generator" / "adapter_config.json").is_file()
+    assert (gold_checkpoint / "generator" / "adapter_model.safetensors").is_file()
+    scorer = load_scorer(gold_checkpoint / "scorer")
+    assert scorer.net[2].weight.abs().sum() > 0  # the meta-gradient moved the (zero-initialised) head
+    info = json.loads((gold_checkpoint / "mass.json").read_text())
+    assert info["outer"] == "gold" and info["model"] == ""
+
+
+@pytest.mark.slow
+def test_verifier_meta_train_and_exact_resume(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["meta-train", "outer=verifier", f"out={straight}", *TINY]) == 0
+    assert main(["meta-train", "outer=verifier", f"out={split}", *TINY, "steps=1"]) == 0
+    assert main(["meta-train", "outer=verifier", f"out={split}", *TINY, "--resume"]) == 0
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert any("reward_after" in r for r in rows)
+    a, b = load_scorer(straight / "scorer"), load_scorer(split / "scorer")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name  # 1 + 1 resumed step == 2 straight steps
+    assert [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mass-gold", "ttss"])
+def test_eval_with_adaptation_records_the_details(gold_checkpoint, tmp_path, method):
+    out = tmp_path / "r.json"
+    args = ["eval", "--method", method, "--data", "minimath-500", "--limit", "2", "--out", str(out),
+            "adapt.m=2", "adapt.synth.max_new_tokens=120", "sampling.max_new_tokens=120"]
+    if method == "mass-gold":
+        args += ["--checkpoint", str(gold_checkpoint)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    record = result["records"][0]
+    for key in ("n_parsed", "n_dropped", "adapted", "seconds_generate", "seconds_update", "seconds_answer"):
+        assert key in record
+    if record["adapted"]:
+        weights = [e["weight"] for e in record["examples"]]
+        assert sum(weights) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mass_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", "--method", "mass", "--limit", "1", "--out", str(tmp_path / "r.json")]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_adapting_leaves_base_and_meta_trained_weights_bit_identical(gold_checkpoint):
+    from mass.adaptation import AdaptConfig, adapt_and_answer
+    from mass.checkpoint import load_meta_checkpoint
+    from mass.models import SamplingConfig, load_model
+    from mass.tasks import load_task
+
+    model, tok = load_model(None)
+    peft_model, scorer, phi0 = load_meta_checkpoint(model, gold_checkpoint)
+    before = {n: p.detach().clone() for n, p in peft_model.state_dict().items()}
+    task = load_task("minimath-500")
+    cfg = AdaptConfig(m=3, steps=1)
+    cfg.synth.max_new_tokens = 120
+    out = adapt_and_answer(peft_model, tok, task.load(2), phi0, scorer, cfg, task,
+                           SamplingConfig(max_new_tokens=60), torch.Generator().manual_seed(0))
+    assert any(r["adapted"] for r in out)
+    after = peft_model.state_dict()
+    assert before.keys() == after.keys()
+    for n, p in before.items():
+        assert torch.equal(p, after[n]), n
+
+
+@pytest.mark.slow
+def test_solve_shows_examples_weights_and_answer(gold_checkpoint, capsys):
+    assert main(["solve", "What is the remainder when $100$ is divided by $7$?", "--checkpoint",
+                 str(gold_checkpoint), "adapt.m=2", "adapt.synth.max_new_tokens=120"]) == 0
+    text = capsys.readouterr().out
+    assert "Synthesised examples:" in text and "Answer:" in text
+
+
+def test_solve_needs_a_problem(capsys):
+    assert main(["solve"]) == 2
+    assert "give a problem" in capsys.readouterr().err
