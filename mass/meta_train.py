@@ -70,7 +70,7 @@ class MetaTrainConfig:
     meta_grad: Literal["hybrid", "unrolled"] = setting("hybrid", "meta-gradient: hybrid (forward-over-reverse) or unrolled")
     adapt: AdaptConfig = nested(_train_adapt, "inner loop (paper: m=12, K=2 in meta-training)")
     lora: LoraSettings = nested(LoraSettings, "the generator's LoRA adapter (phi)")
-    scorer_lr: float = setting(3e-3, "scorer learning rate (Adam)")
+    scorer_lr: float = setting(1e-2, "scorer learning rate (Adam)")
     scorer_width: int = setting(64, "scorer hidden width")
     scorer_normalise: Literal["softmax", "sigmoid"] = setting("softmax", "scorer weights: softmax over m, or 2*sigmoid/m")
     generator_lr: float = setting(1e-4, "generator LoRA learning rate (Adam); 0 turns generator RL off")
@@ -190,7 +190,7 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
             "reward_mean": float(reward.mean()), "meta_grad_norm": float(mg.ds.norm()),
             "s_max": float(s.detach().max()), "s_min": float(s.detach().min()),
             "s_entropy": float(-(s * s.clamp(min=1e-12).log()).sum().detach()) if cfg.scorer_normalise == "softmax" else float("nan"),
-            "gen_loss": float(gen_loss), "solve_loss": float(solve_loss), "clip_frac": gen_diag["clip_frac"], **extra,
+            "gen_loss": float(gen_loss.detach()), "solve_loss": float(solve_loss.detach()), "clip_frac": gen_diag["clip_frac"], **extra,
         })
     return _mean_rows(rows)
 

@@ -84,3 +84,7 @@ def test_describe_lists_nested_keys_with_help():
 def test_overrides_keep_a_groups_own_defaults():
     cfg = load_config(Outer, None, ["hot.stop=[y]"])
     assert cfg.hot.temperature == 1.0 and cfg.hot.stop == ["y"]  # not reset to Inner()'s 0.0
+
+
+def test_scientific_notation_floats():
+    assert load_config(Outer, None, ["inner.temperature=1e-4"]).inner.temperature == 1e-4
