@@ -31,7 +31,7 @@ def _synth_sampling() -> SamplingConfig:
 class AdaptConfig:
     m: int = setting(6, "synthesised examples per problem (paper: 12 in meta-training, 6 at inference)")
     steps: int = setting(1, "inner SGD steps K (paper: 2 in meta-training, 1 at inference)")
-    lr: float = setting(1.0, "inner SGD learning rate alpha on the LoRA parameters")
+    lr: float = setting(0.3, "inner SGD learning rate alpha on the LoRA parameters")
     weights: Literal["scorer", "uniform"] = setting("scorer", "example weights: the learnt scorer, or uniform 1/m")
     synth: SamplingConfig = nested(_synth_sampling, "sampling of the synthesised examples")
 

@@ -75,7 +75,7 @@ class MetaTrainConfig:
     scorer_normalise: Literal["softmax", "sigmoid"] = setting("softmax", "scorer weights: softmax over m, or 2*sigmoid/m")
     generator_lr: float = setting(1e-4, "generator LoRA learning rate (Adam); 0 turns generator RL off")
     clip: float = setting(0.2, "PPO/GRPO clip range")
-    gamma: float = setting(0.1, "weight of L_solve in the generator objective")
+    gamma: float = setting(1.0, "weight of L_solve in the generator objective")
     solve_sampling: SamplingConfig = nested(_solve_sampling, "sampling of the verifier's k solutions")
     eval_every: int = setting(20, "steps between held-out evaluations (0: only at the start and end)")
     save_every: int = setting(10, "steps between checkpoints")
