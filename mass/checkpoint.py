@@ -36,6 +36,11 @@ def read_meta_info(directory: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def checkpoint_model(directory: str | Path | None) -> str:
+    """The base model a MASS checkpoint was meta-trained on ('' for the embedded one, or no checkpoint)."""
+    return read_meta_info(directory).get("model", "") if directory else ""
+
+
 def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, Params]:
     """(PEFT model with the meta-trained generator LoRA, scorer, its LoRA values phi_0)."""
     from peft import PeftModel

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mass import dist
 from mass.checker import is_equivalent
+from mass.checkpoint import checkpoint_model
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.methods import MethodContext, get_method
@@ -65,7 +66,7 @@ def run(cfg: EvalConfig) -> dict:
     problems = task.load(cfg.limit)
     device = dist.init()  # joins the process group under torchrun
     device = device if cfg.device == "auto" else torch.device(cfg.device)
-    model_name = cfg.model or _checkpoint_model(cfg) or None
+    model_name = cfg.model or checkpoint_model(cfg.checkpoint) or None
     model, tokenizer = load_model(model_name, cfg.dtype, device, cfg.attn_implementation)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
     ctx = MethodContext(model=model, tokenizer=tokenizer, task=task, cfg=cfg, generator=generator)
@@ -93,15 +94,6 @@ def run(cfg: EvalConfig) -> dict:
         print(f"wrote {cfg.out}")
     dist.barrier()
     return result
-
-
-def _checkpoint_model(cfg: EvalConfig) -> str:
-    """The base model a MASS checkpoint was meta-trained on ('' for the embedded one)."""
-    if not cfg.checkpoint:
-        return ""
-    from mass.checkpoint import read_meta_info
-
-    return read_meta_info(cfg.checkpoint).get("model", "")
 
 
 def make_record(index: int, problem, task, output: dict, seconds: float, timeout: float) -> dict:

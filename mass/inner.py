@@ -60,7 +60,7 @@ def make_sft_batch(tokenizer, prompts: list, completions: list[str], device: tor
 
 
 def lora_params(model: torch.nn.Module) -> Params:
-    """The trainable (LoRA) parameters of a PEFT model, as detached fp32-or-wider copies."""
+    """The trainable (LoRA) parameters of a PEFT model, as detached copies (PEFT keeps them fp32)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 

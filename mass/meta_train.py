@@ -202,7 +202,8 @@ def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConf
         gold = make_sft_batch(tok, [prompt], [f" {target.solution}"], device)
         solve_loss = example_losses(model, live, gold).mean()
         return (lambda phi: example_losses(model, phi, gold).mean()), solve_loss, {}
-    # verifier: k solutions of T sampled from phi_K (no gradient through sampling), rewards 1/0
+    # verifier: k solutions of T sampled from phi_K (no gradient through sampling), rewards 1/0.
+    # The meta-gradient call recomputes these K steps; they are cheap next to the sampling.
     phi_K = adapt(model, phi0, batch, s.detach(), cfg.adapt.lr, cfg.adapt.steps)[-1]
     with use_lora(model, phi_K):
         solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, gen)

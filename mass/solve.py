@@ -10,13 +10,14 @@ answer of the adapted model. Without --checkpoint it runs TT-SS (uniform weights
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from mass.adaptation import AdaptConfig, adapt_and_answer
 from mass.checker import extract_final_answer
+from mass.checkpoint import checkpoint_model, load_meta_checkpoint
 from mass.config import nested, setting
 from mass.errors import MassError
 from mass.evaluate import write_json
@@ -57,9 +58,7 @@ def read_problems(cfg: SolveConfig) -> list[str]:
 
 def run(cfg: SolveConfig) -> list[dict]:
     texts = read_problems(cfg)
-    from mass.checkpoint import load_meta_checkpoint, read_meta_info
-
-    model_name = cfg.model or (read_meta_info(cfg.checkpoint).get("model", "") if cfg.checkpoint else "")
+    model_name = cfg.model or checkpoint_model(cfg.checkpoint)
     model, tok = load_model(model_name or None)
     if cfg.checkpoint:
         peft_model, scorer, phi0 = load_meta_checkpoint(model, cfg.checkpoint)
@@ -68,8 +67,6 @@ def run(cfg: SolveConfig) -> list[dict]:
         print("no --checkpoint: running TT-SS (uniform weights on a fresh LoRA)")
         peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
         scorer, phi0 = None, lora_params(peft_model)
-        from dataclasses import replace
-
         adapt_cfg = replace(cfg.adapt, weights="uniform")
     problems = [Problem(id=str(i), problem=t, solution=None, answer="", subject="", level=None) for i, t in enumerate(texts)]
     task = Task(name="solve", load=lambda limit: problems)
