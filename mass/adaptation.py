@@ -9,6 +9,7 @@ base weights and the meta-trained adapter are left bit-identical by an adaptatio
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -89,35 +90,47 @@ def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Sco
     answered on its own. A problem whose samples all fail to parse is answered with phi0 (the
     unadapted model) and its record says `adapted: false`.
     """
-    import time
-
     from mass.generator import synthesise
-    from mass.models import generate
 
-    chat = uses_chat_template(tokenizer)
-    t0 = time.perf_counter()
     if cfg.weights == "scorer" and scorer is None:
         raise MassError("weights=scorer needs a meta-trained scorer (--checkpoint DIR), or use weights=uniform")
+    t0 = time.perf_counter()
     with use_lora(model, phi0):
         syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, generator)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
+    records = answer_after_adapting(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
+                                    task, answer_sampling, generator)
+    for record, syn in zip(records, syntheses):
+        record.update(n_dropped=syn.n_dropped, seconds_generate=round(generate_seconds, 4))
+    return records
+
+
+def answer_after_adapting(model, tokenizer, problems: list, example_sets: list[list[Synthesised]], phi0: Params,
+                          scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
+                          generator: torch.Generator | None) -> list[dict]:
+    """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
+
+    With no examples a problem is answered by phi0 and its record says `adapted: false`.
+    """
+    from mass.models import generate
+
+    chat = uses_chat_template(tokenizer)
     out = []
-    for problem, syn in zip(problems, syntheses):
+    for problem, examples in zip(problems, example_sets):
         t1 = time.perf_counter()
-        record = {"n_parsed": len(syn.examples), "n_dropped": syn.n_dropped, "adapted": bool(syn.examples)}
+        record = {"n_parsed": len(examples), "adapted": bool(examples)}
         phi = phi0
-        if syn.examples:
+        if examples:
             with torch.no_grad():
                 s = example_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None, problem.problem,
-                                    syn.examples)
-            phi = adapted_lora(model, tokenizer, phi0, syn.examples, s, cfg)
+                                    examples)
+            phi = adapted_lora(model, tokenizer, phi0, examples, s, cfg)
             record["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
-                                   "weight": round(float(w), 5)} for e, w in zip(syn.examples, s)]
+                                   "weight": round(float(w), 5)} for e, w in zip(examples, s)]
         t2 = time.perf_counter()
         with use_lora(model, phi):
             generated = generate(model, tokenizer, [task.render_prompt(problem, chat)], answer_sampling, generator)[0]
         t3 = time.perf_counter()
-        record.update(generated=generated, seconds_generate=round(generate_seconds, 4),
-                      seconds_update=round(t2 - t1, 4), seconds_answer=round(t3 - t2, 4))
+        record.update(generated=generated, seconds_update=round(t2 - t1, 4), seconds_answer=round(t3 - t2, 4))
         out.append(record)
     return out

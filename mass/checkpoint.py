@@ -19,10 +19,12 @@ from mass.inner import Params, lora_params
 from mass.scorer import Scorer, load_scorer, save_scorer
 
 
-def save_meta_checkpoint(directory: Path, peft_model, scorer: Scorer, info: dict, state: dict) -> None:
+def save_meta_checkpoint(directory: Path, peft_model, scorer: Scorer | None, info: dict, state: dict) -> None:
+    """Save a checkpoint; `mass grpo` (Solver GRPO) saves one with no scorer."""
     directory.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(directory / "generator")
-    save_scorer(scorer, directory / "scorer")
+    if scorer is not None:
+        save_scorer(scorer, directory / "scorer")
     (directory / "mass.json").write_text(json.dumps(info, indent=2) + "\n")
     tmp = directory / "train_state.pt.tmp"
     torch.save(state, tmp)
@@ -41,14 +43,22 @@ def checkpoint_model(directory: str | Path | None) -> str:
     return read_meta_info(directory).get("model", "") if directory else ""
 
 
-def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, Params]:
-    """(PEFT model with the meta-trained generator LoRA, scorer, its LoRA values phi_0)."""
+def load_generator(model, directory: str | Path):
+    """The PEFT model with the checkpoint's LoRA (the meta-trained generator, or the GRPO solver)."""
     from peft import PeftModel
 
     directory = Path(directory)
     read_meta_info(directory)
     peft_model = PeftModel.from_pretrained(model, directory / "generator", is_trainable=True)
-    peft_model.eval()
+    return peft_model.eval()
+
+
+def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, Params]:
+    """(PEFT model with the meta-trained generator LoRA, scorer, its LoRA values phi_0)."""
+    directory = Path(directory)
+    if not (directory / "scorer").is_dir():
+        raise MassError(f"{directory} has no scorer/: it is not a `mass meta-train` checkpoint")
+    peft_model = load_generator(model, directory)
     device = next(model.parameters()).device
     scorer = load_scorer(directory / "scorer").to(device).eval()
     return peft_model, scorer, lora_params(peft_model)

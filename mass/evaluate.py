@@ -38,11 +38,12 @@ from mass.tasks import load_task
 
 @dataclass
 class EvalConfig:
-    method: str = setting("base", "test-time method: base, ttss, mass, mass-gold")
-    checkpoint: str = setting("", "meta-trained MASS checkpoint directory (for mass and mass-gold)")
+    method: str = setting("base", "test-time method: base, ttt, ttss, solver-grpo, mass-gold, mass")
+    checkpoint: str = setting("", "checkpoint directory: `mass meta-train` (mass, mass-gold) or `mass grpo` (solver-grpo)")
     model: str = setting("", "model: local path or hub id; empty means the embedded MiniMath model")
     data: str = setting("minimath-500", "task name (minimath-500, math500, gsm8k, ...) or a .jsonl file")
     limit: int | None = setting(None, "evaluate only the first N problems")
+    train_data: str = setting("minimath-train", "ttt: training problems with gold solutions, m drawn per problem")
     out: str = setting("results.json", "where the JSON results go")
     seed: int = setting(0, "seed for sampling")
     dtype: str = setting("float32", "model dtype: float32, bfloat16, float16")
@@ -50,8 +51,8 @@ class EvalConfig:
     attn_implementation: str = setting("sdpa", "attention kernel: sdpa or eager")
     check_timeout: float = setting(10.0, "seconds one answer check may take before it counts as wrong")
     sampling: SamplingConfig = nested(SamplingConfig, "decoding of the final answers")
-    adapt: AdaptConfig = nested(AdaptConfig, "test-time adaptation (ttss, mass): paper inference m=6, K=1")
-    lora: LoraSettings = nested(LoraSettings, "the fresh LoRA adapter of ttss (mass uses the checkpoint's)")
+    adapt: AdaptConfig = nested(AdaptConfig, "test-time adaptation (ttt, ttss, mass): paper inference m=6, K=1")
+    lora: LoraSettings = nested(LoraSettings, "the fresh LoRA adapter of ttt and ttss (mass uses the checkpoint's)")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:

@@ -43,7 +43,7 @@ from mass.errors import MassError
 from mass.generator import synthesise
 from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name
+from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt, synth_prompt
 from mass.scorer import Scorer, load_scorer
 from mass.tasks import load_task
@@ -53,7 +53,7 @@ def _train_adapt() -> AdaptConfig:
     return AdaptConfig(m=12, steps=2)
 
 
-def _solve_sampling() -> SamplingConfig:
+def solve_sampling_default() -> SamplingConfig:
     return SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=320, batch_size=64)
 
 
@@ -70,13 +70,16 @@ class MetaTrainConfig:
     meta_grad: Literal["hybrid", "unrolled"] = setting("hybrid", "meta-gradient: hybrid (forward-over-reverse) or unrolled")
     adapt: AdaptConfig = nested(_train_adapt, "inner loop (paper: m=12, K=2 in meta-training)")
     lora: LoraSettings = nested(LoraSettings, "the generator's LoRA adapter (phi)")
-    scorer_lr: float = setting(1e-2, "scorer learning rate (Adam)")
+    scorer_lr: float = setting(3e-2, "scorer learning rate (Adam)")
     scorer_width: int = setting(64, "scorer hidden width")
-    scorer_normalise: Literal["softmax", "sigmoid"] = setting("softmax", "scorer weights: softmax over m, or 2*sigmoid/m")
+    # sigmoid, not softmax: softmax weights always sum to one, so every adaptation is a full SGD step;
+    # independent weights let the scorer also learn how far to move (on the embedded model an
+    # unweighted step on self-synthesised data raises the held-out gold CE, so that matters here)
+    scorer_normalise: Literal["softmax", "sigmoid"] = setting("sigmoid", "scorer weights: 2*sigmoid/m each, or softmax over m")
     generator_lr: float = setting(1e-4, "generator LoRA learning rate (Adam); 0 turns generator RL off")
     clip: float = setting(0.2, "PPO/GRPO clip range")
     gamma: float = setting(1.0, "weight of L_solve in the generator objective")
-    solve_sampling: SamplingConfig = nested(_solve_sampling, "sampling of the verifier's k solutions")
+    solve_sampling: SamplingConfig = nested(solve_sampling_default, "sampling of the verifier's k solutions")
     eval_every: int = setting(20, "steps between held-out evaluations (0: only at the start and end)")
     save_every: int = setting(10, "steps between checkpoints")
     seed: int = setting(0, "seed: step t's problems and samples depend only on (seed, t)")
@@ -124,13 +127,13 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         opt_scorer.load_state_dict(state["opt_scorer"])
         if opt_gen is not None and state.get("opt_gen"):
             opt_gen.load_state_dict(state["opt_gen"])
-    writer = _tensorboard(out) if cfg.tensorboard else None
+    writer = tensorboard_writer(out) if cfg.tensorboard else None
     info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "outer": cfg.outer,
             "config": config_to_dict(cfg)}
 
     out.mkdir(parents=True, exist_ok=True)
     if start == 0:
-        _log(out, writer, {"step": 0, **evaluate_heldout(model, tok, scorer, heldout, cfg, device)})
+        log_metrics(out, writer, {"step": 0, **evaluate_heldout(model, tok, scorer, heldout, cfg, device)})
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"meta-train ({cfg.outer})",
                dynamic_ncols=True)
     for step in bar:
@@ -146,7 +149,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         row = {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 2)}
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             row.update(evaluate_heldout(model, tok, scorer, heldout, cfg, device))
-        _log(out, writer, row)
+        log_metrics(out, writer, row)
         bar.set_postfix({k: row[k] for k in ("outer_after", "parse_rate") if k in row})
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_meta_checkpoint(out, model, scorer, info, {
@@ -175,7 +178,7 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
         # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
         reward = -mg.ds.float()
         kept = syn.example_completions
-        synth_batch = make_sft_batch(tok, [synth_prompt(target.problem)] * len(kept), kept, device)
+        synth_batch = make_sft_batch(tok, [synth_prompt(target.problem, uses_chat_template(tok))] * len(kept), kept, device)
         logp = token_logprobs(model, live, synth_batch.input_ids, synth_batch.attention_mask)
         gen_loss, gen_diag = grpo_loss(logp, logp.detach(), synth_batch.target_mask, group_advantages(reward), cfg.clip)
         ((gen_loss + cfg.gamma * solve_loss) / n).backward()
@@ -197,7 +200,7 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
 
 def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConfig, gen, device):
     """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T."""
-    prompt = solve_prompt(target.problem)
+    prompt = solve_prompt(target.problem, uses_chat_template(tok))
     if cfg.outer == "gold":
         gold = make_sft_batch(tok, [prompt], [f" {target.solution}"], device)
         solve_loss = example_losses(model, live, gold).mean()
@@ -226,7 +229,7 @@ def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConf
 def _gold_ce(model, tok, target, phi, device) -> float:
     if target.solution is None:
         return float("nan")
-    gold = make_sft_batch(tok, [solve_prompt(target.problem)], [f" {target.solution}"], device)
+    gold = make_sft_batch(tok, [solve_prompt(target.problem, uses_chat_template(tok))], [f" {target.solution}"], device)
     return float(example_losses(model, phi, gold).mean())
 
 
@@ -252,7 +255,7 @@ def evaluate_heldout(model, tok, scorer, heldout: list, cfg: MetaTrainConfig, de
         after.append(_gold_ce(model, tok, target, phi, device))
         for values, correct in ((phi0, correct_before), (phi, correct_after)):
             with use_lora(model, values):
-                text = generate(model, tok, [solve_prompt(target.problem)], greedy)[0]
+                text = generate(model, tok, [solve_prompt(target.problem, uses_chat_template(tok))], greedy)[0]
             correct.append(float(is_equivalent(target.answer, extract_final_answer(text))))
     n = len(heldout)
     return {"heldout_gold_ce_before": sum(before) / n, "heldout_gold_ce_after": sum(after) / n,
@@ -269,7 +272,7 @@ def _mean_rows(rows: list[dict]) -> dict:
     return out
 
 
-def _log(out: Path, writer, row: dict) -> None:
+def log_metrics(out: Path, writer, row: dict) -> None:
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
     if writer is not None:
@@ -279,7 +282,7 @@ def _log(out: Path, writer, row: dict) -> None:
         writer.flush()
 
 
-def _tensorboard(out: Path):
+def tensorboard_writer(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:

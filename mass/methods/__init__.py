@@ -14,11 +14,13 @@ from typing import Any
 
 from mass.errors import MassError
 
-METHODS = {
+METHODS = {  # the paper's Table 1 rows, in its order
     "base": "mass.methods.base",
+    "ttt": "mass.methods.ttt",
     "ttss": "mass.methods.ttss",
-    "mass": "mass.methods.mass",
+    "solver-grpo": "mass.methods.solver_grpo",
     "mass-gold": "mass.methods.mass",  # same test-time procedure; a checkpoint meta-trained with outer=gold
+    "mass": "mass.methods.mass",
 }
 
 

@@ -1,0 +1,146 @@
+"""`mass grpo`: the Solver GRPO baseline: GRPO directly on solving the meta-training problems.
+
+The same budget as MASS: the same problems (minimath-meta, last `heldout` held out), steps and
+batch size, and as many sampled sequences per problem as one MASS meta-step draws (m=12
+synthesised examples + k=4 verifier solutions = 16 solutions here). Each step, for each problem
+T: sample k solutions from the current LoRA, reward 1/0 from the answer checker, group-normalised
+advantages, and one GRPO step (`mass/losses.py`) on the LoRA. At test time the trained solver
+answers directly, with no adaptation (`mass eval --method solver-grpo --checkpoint DIR`).
+
+    mass grpo out=runs/solver-grpo                 # 100 steps, as MASS
+    mass grpo out=runs/solver-grpo --resume        # continue exactly where it stopped
+
+The checkpoint is a MASS checkpoint without a scorer: DIR/generator/ (PEFT adapter), mass.json,
+metrics.jsonl (per step: reward, loss; held-out greedy accuracy every `eval_every` steps).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mass.checker import extract_final_answer, is_equivalent
+from mass.checkpoint import save_meta_checkpoint
+from mass.config import config_to_dict, nested, setting
+from mass.errors import MassError
+from mass.inner import make_sft_batch, token_logprobs
+from mass.losses import group_advantages, grpo_loss
+from mass.meta_train import log_metrics, solve_sampling_default, tensorboard_writer
+from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name, uses_chat_template
+from mass.prompts import solve_prompt
+from mass.tasks import load_task
+
+
+@dataclass
+class SolverGRPOConfig:
+    model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
+    data: str = setting("minimath-meta", "training problems (the same as MASS meta-training)")
+    heldout: int = setting(16, "the last N problems are held out (as in meta-training), never trained on")
+    out: str = setting("runs/solver-grpo", "checkpoint directory")
+    steps: int = setting(100, "GRPO steps (as MASS's meta-training steps)")
+    batch_size: int = setting(4, "problems per step (as MASS)")
+    k: int = setting(16, "solutions sampled per problem: MASS's m + k = 12 + 4 sequences per problem")
+    lr: float = setting(1e-4, "LoRA learning rate (Adam), as MASS's generator")
+    clip: float = setting(0.2, "PPO/GRPO clip range")
+    lora: LoraSettings = nested(LoraSettings, "the solver's LoRA adapter")
+    solve_sampling: SamplingConfig = nested(solve_sampling_default, "sampling of the k solutions")
+    eval_every: int = setting(25, "steps between held-out greedy evaluations (0: only at the start and end)")
+    save_every: int = setting(10, "steps between checkpoints")
+    seed: int = setting(0, "seed: step t's problems and samples depend only on (seed, t)")
+    dtype: str = setting("float32", "base model dtype (the LoRA stays float32)")
+    device: str = setting("auto", "auto, cpu or cuda")
+    tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.k < 2 or self.heldout < 0:
+            raise MassError("grpo needs steps >= 1, batch_size >= 1, k >= 2, heldout >= 0")
+
+
+def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
+    out = Path(cfg.out)
+    problems = load_task(cfg.data).load(None)
+    if len(problems) <= cfg.heldout + cfg.batch_size:
+        raise MassError(f"{cfg.data} has {len(problems)} problems: too few for heldout={cfg.heldout}, "
+                        f"batch_size={cfg.batch_size}")
+    train, heldout = problems[: len(problems) - cfg.heldout], problems[len(problems) - cfg.heldout :]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else torch.device(cfg.device)
+    base, tok = load_model(cfg.model or None, cfg.dtype, device)
+    if resume and (out / "generator").is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
+        state = torch.load(out / "train_state.pt", weights_only=False)
+        start = state["step"]
+        print(f"resuming from step {start} in {out}")
+    else:
+        torch.manual_seed(cfg.seed)
+        model = attach_lora(base, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+        state, start = None, 0
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    model.eval()
+    live = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for p in live.values():
+        p.data = p.data.float()
+    opt = torch.optim.Adam(live.values(), lr=cfg.lr)
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+    writer = tensorboard_writer(out) if cfg.tensorboard else None
+    info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "kind": "solver-grpo",
+            "config": config_to_dict(cfg)}
+
+    out.mkdir(parents=True, exist_ok=True)
+    if start == 0:
+        log_metrics(out, writer, {"step": 0, **heldout_accuracy(model, tok, heldout, cfg)})
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="solver grpo", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        rng = random.Random(cfg.seed * 1_000_003 + step)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        metrics = grpo_step(model, tok, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        row = {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            row.update(heldout_accuracy(model, tok, heldout, cfg))
+        log_metrics(out, writer, row)
+        bar.set_postfix(reward=row["reward_mean"])
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_meta_checkpoint(out, model, None, info, {"step": step + 1, "opt": opt.state_dict()})
+    print(f"saved Solver GRPO checkpoint to {out}")
+    return out
+
+
+def grpo_step(model, tok, live: dict, targets: list, cfg: SolverGRPOConfig, gen: torch.Generator, device) -> dict:
+    """Sample k solutions per target, reward them, accumulate the GRPO gradient (mean over targets)."""
+    prompts = [solve_prompt(t.problem, uses_chat_template(tok)) for t in targets for _ in range(cfg.k)]
+    with torch.no_grad():
+        solutions = generate(model, tok, prompts, cfg.solve_sampling, gen)
+    rewards, losses, clip = [], [], []
+    for j, target in enumerate(targets):
+        mine = solutions[j * cfg.k : (j + 1) * cfg.k]
+        r = torch.tensor([float(is_equivalent(target.answer, extract_final_answer(x))) for x in mine])
+        batch = make_sft_batch(tok, prompts[j * cfg.k : (j + 1) * cfg.k], mine, device)
+        logp = token_logprobs(model, live, batch.input_ids, batch.attention_mask)
+        loss, diag = grpo_loss(logp, logp.detach(), batch.target_mask, group_advantages(r), cfg.clip)
+        (loss / len(targets)).backward()
+        rewards.append(float(r.mean()))
+        losses.append(float(loss.detach()))
+        clip.append(diag["clip_frac"])
+    n = len(targets)
+    return {"reward_mean": round(sum(rewards) / n, 6), "loss": round(sum(losses) / n, 6),
+            "clip_frac": round(sum(clip) / n, 6)}
+
+
+@torch.no_grad()
+def heldout_accuracy(model, tok, heldout: list, cfg: SolverGRPOConfig) -> dict:
+    if not heldout:
+        return {}
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=cfg.solve_sampling.max_new_tokens)
+    texts = generate(model, tok, [solve_prompt(t.problem, uses_chat_template(tok)) for t in heldout], greedy)
+    correct = [is_equivalent(t.answer, extract_final_answer(x)) for t, x in zip(heldout, texts)]
+    return {"heldout_acc": sum(correct) / len(heldout)}

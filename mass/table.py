@@ -1,0 +1,305 @@
+"""`mass table`: the paper's Table 1 and Figure 2, from one command.
+
+Evaluates every method on the same problems with the same seed and writes, under `out`:
+
+    table.md                   accuracy, 95% CI, delta vs Base, seconds per problem; per-subject accuracy
+    table.json                 the same rows, machine-readable
+    <method>.json              the full `mass eval` result of each method (records included)
+    gains_by_subject.png       Base vs MASS per subject, subjects ordered by Base accuracy (Figure 2)
+    training_curves.png        the meta-training (MASS, MASS_gold) and Solver GRPO curves
+
+Methods that need a trained checkpoint (mass, mass-gold, solver-grpo) use the one given in
+`checkpoints.<method>`; by default the checkpoints shipped in the package for the embedded
+model, or `out/checkpoints/<method>` for any other model. A checkpoint directory that does not
+exist yet is trained first (`mass meta-train` / `mass grpo` with the `meta_train.*` / `grpo.*`
+settings), so one command goes from a base model to the table.
+
+    mass table                                          # the demo: shipped checkpoints, all of minimath-500
+    mass table limit=100 out=runs/table-100             # a quick subset
+    mass table --model ./my-llama --data ../shared/data/math500_test.jsonl eval.train_data=math-train
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mass import dist
+from mass.config import config_to_dict, nested, setting
+from mass.errors import MassError
+from mass.evaluate import EvalConfig, write_json
+from mass.evaluate import run as run_eval
+from mass.meta_train import MetaTrainConfig
+from mass.methods import METHODS
+from mass.solver_grpo import SolverGRPOConfig
+
+SHIPPED_CHECKPOINTS = Path(__file__).parent / "assets" / "checkpoints"
+TRAINED = ("solver-grpo", "mass-gold", "mass")  # methods that need a checkpoint
+LABELS = {"base": "Base", "ttt": "Base TTT", "ttss": "Base TT-SS", "solver-grpo": "Solver GRPO",
+          "mass-gold": "MASS_gold", "mass": "MASS"}
+
+
+@dataclass
+class Checkpoints:
+    solver_grpo: str = setting("", "Solver GRPO checkpoint (`mass grpo`); empty: shipped, or out/checkpoints/solver-grpo")
+    mass_gold: str = setting("", "MASS_gold checkpoint (outer=gold); empty: shipped, or out/checkpoints/mass-gold")
+    mass: str = setting("", "MASS checkpoint (outer=verifier); empty: shipped, or out/checkpoints/mass")
+
+
+@dataclass
+class TableConfig:
+    methods: list[str] = setting(list(METHODS), "methods to evaluate, in table order")
+    model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
+    data: str = setting("minimath-500", "evaluation task or .jsonl file")
+    limit: int | None = setting(None, "evaluate only the first N problems (a fixed subset)")
+    seed: int = setting(0, "sampling seed, the same for every method")
+    out: str = setting("results/minimath-500", "directory for the table, the JSON results and the figures")
+    train_missing: bool = setting(True, "train a checkpoint that does not exist yet (else it is an error)")
+    reuse: bool = setting(False, "keep a method's existing JSON in out if it was made with the same settings")
+    checkpoints: Checkpoints = nested(Checkpoints, "trained checkpoints per method")
+    eval: EvalConfig = nested(EvalConfig, "evaluation settings shared by every method (method, model, data, "
+                              "limit, seed, out, checkpoint are set by the table)")
+    meta_train: MetaTrainConfig = nested(MetaTrainConfig, "meta-training of missing MASS/MASS_gold checkpoints")
+    grpo: SolverGRPOConfig = nested(SolverGRPOConfig, "training of a missing Solver GRPO checkpoint")
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise MassError(f"unknown method(s) {', '.join(unknown)} in methods: use {', '.join(METHODS)}")
+        if not self.methods:
+            raise MassError("methods is empty: name at least one of " + ", ".join(METHODS))
+
+
+def run(cfg: TableConfig) -> dict:
+    out = Path(cfg.out)
+    started, commit = time.perf_counter(), _git_commit()  # the commit before this run rewrites results
+    results, ckpts = {}, {}
+    for method in cfg.methods:
+        if method in TRAINED:
+            ckpts[method] = ensure_checkpoint(method, cfg)
+    for method in cfg.methods:
+        eval_cfg = replace(cfg.eval, method=method, model=cfg.model, data=cfg.data, limit=cfg.limit, seed=cfg.seed,
+                           checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"))
+        results[method] = _reused(eval_cfg) if cfg.reuse else None
+        if results[method] is None:
+            print(f"\n== {LABELS[method]} ({method}) ==")
+            results[method] = run_eval(eval_cfg)
+        else:
+            print(f"== {LABELS[method]}: reusing {eval_cfg.out}")
+    if dist.is_main():
+        rows = table_rows(results)
+        meta = {"command": "mass table " + _overrides_text(cfg), "commit": commit, "machine": _machine(),
+                "wall_seconds": round(time.perf_counter() - started, 1), "data": cfg.data, "limit": cfg.limit,
+                "seed": cfg.seed, "checkpoints": {m: str(p) for m, p in ckpts.items()}}
+        (out / "table.md").write_text(format_markdown(rows, results, meta))
+        write_json({"rows": rows, **meta, "config": config_to_dict(cfg)}, out / "table.json")
+        if "base" in results and "mass" in results:
+            plot_gains_by_subject(results["base"], results["mass"], out / "gains_by_subject.png")
+        curves = {m: Path(p) / "metrics.jsonl" for m, p in ckpts.items() if (Path(p) / "metrics.jsonl").is_file()}
+        if curves:
+            plot_training_curves(curves, out / "training_curves.png")
+        print("\n" + format_markdown(rows, results, meta))
+        print(f"wrote {out}/table.md, table.json, per-method JSON and figures "
+              f"({meta['wall_seconds']:.0f} s in all)")
+    return results
+
+
+def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
+    """The checkpoint directory for `method`; trained first when it does not exist."""
+    given = getattr(cfg.checkpoints, method.replace("-", "_"))
+    if given:
+        path = Path(given)
+    elif not cfg.model:
+        path = SHIPPED_CHECKPOINTS / method
+    else:
+        path = Path(cfg.out) / "checkpoints" / method
+    if (path / "mass.json").is_file():
+        info = json.loads((path / "mass.json").read_text())
+        if info.get("model", "") != cfg.model:
+            raise MassError(f"checkpoint {path} was trained on model '{info.get('model') or 'embedded'}', "
+                            f"not '{cfg.model or 'embedded'}': give checkpoints.{method.replace('-', '_')}=DIR")
+        return path
+    if path.resolve().is_relative_to(SHIPPED_CHECKPOINTS.resolve()):
+        raise MassError(f"the shipped {method} checkpoint is missing from {path} (a broken install?): "
+                        f"reinstall, or give checkpoints.{method.replace('-', '_')}=DIR to train one there")
+    if not cfg.train_missing:
+        raise MassError(f"no checkpoint for {method} at {path} (train_missing=false)")
+    if dist.world_size() > 1:
+        raise MassError(f"the {method} checkpoint {path} is missing: train it in one process first "
+                        "(run `mass table` without torchrun, or `mass meta-train` / `mass grpo`)")
+    print(f"\n== training the {LABELS[method]} checkpoint into {path} ==")
+    if method == "solver-grpo":
+        from mass.solver_grpo import run as train_solver
+
+        train_solver(replace(cfg.grpo, model=cfg.model, out=str(path)))
+    else:
+        from mass.meta_train import run as meta_train
+
+        meta_train(replace(cfg.meta_train, model=cfg.model, out=str(path),
+                           outer="gold" if method == "mass-gold" else "verifier"))
+    return path
+
+
+def _reused(eval_cfg: EvalConfig) -> dict | None:
+    path = Path(eval_cfg.out)
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("config") == config_to_dict(eval_cfg) else None
+
+
+def table_rows(results: dict[str, dict]) -> list[dict]:
+    base = results.get("base")
+    rows = []
+    for method, r in results.items():
+        rows.append({"method": method, "label": LABELS[method], "accuracy": r["accuracy"], "ci95": r["ci95"],
+                     "n": r["n"], "delta_vs_base": r["accuracy"] - base["accuracy"] if base else None,
+                     "seconds_per_problem": r["seconds_per_problem"],
+                     "by_subject": {s: v["accuracy"] for s, v in r["by_subject"].items()}})
+    return rows
+
+
+def format_markdown(rows: list[dict], results: dict[str, dict], meta: dict) -> str:
+    first = next(iter(results.values()))
+    lines = [f"# {meta['data']}: n={first['n']}, seed {meta['seed']}", "",
+             "| Method | Accuracy (%) | 95% CI | Δ vs Base | s/problem |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        delta = "" if r["delta_vs_base"] is None else f"{100 * r['delta_vs_base']:+.1f}"
+        lines.append(f"| {r['label']} | {100 * r['accuracy']:.1f} | {100 * lo:.1f}–{100 * hi:.1f} | {delta} | "
+                     f"{r['seconds_per_problem']:.2f} |")
+    subjects = list(first["by_subject"])
+    counts = {s: v["n"] for s, v in first["by_subject"].items()}
+    lines += ["", "Accuracy (%) by subject:", "",
+              "| Subject | n | " + " | ".join(r["label"] for r in rows) + " |",
+              "|---|---:|" + "---:|" * len(rows)]
+    for s in subjects:
+        lines.append(f"| {s} | {counts[s]} | " + " | ".join(f"{100 * r['by_subject'].get(s, 0.0):.1f}" for r in rows) + " |")
+    lines += ["", f"Command: `{meta['command']}`  ", f"Commit: `{meta['commit']}`, machine: {meta['machine']}, "
+              f"wall time {meta['wall_seconds']:.0f} s.  "]
+    if meta["checkpoints"]:
+        lines.append("Checkpoints: " + ", ".join(f"{m} `{p}`" for m, p in meta["checkpoints"].items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def plot_gains_by_subject(base: dict, mass: dict, path: Path) -> None:
+    """Figure 2: Base vs MASS accuracy per subject, weakest Base subject first, with the gain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mass.evaluate import wilson_interval
+
+    subjects = sorted(base["by_subject"], key=lambda s: base["by_subject"][s]["accuracy"])
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    width = 0.38
+    for offset, result, label, colour in ((-width / 2, base, "Base", "#9aa5b1"), (width / 2, mass, "MASS", "#1f6feb")):
+        acc, lo, hi = [], [], []
+        for s in subjects:
+            v = result["by_subject"].get(s, {"accuracy": 0.0, "n": 0})
+            k = round(v["accuracy"] * v["n"])
+            a, (l, h) = 100 * v["accuracy"], wilson_interval(k, v["n"])
+            acc.append(a), lo.append(a - 100 * l), hi.append(100 * h - a)
+        xs = [i + offset for i in range(len(subjects))]
+        ax.bar(xs, acc, width, label=label, color=colour, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
+    for i, s in enumerate(subjects):
+        gain = 100 * (mass["by_subject"].get(s, {"accuracy": 0.0})["accuracy"] - base["by_subject"][s]["accuracy"])
+        top = 100 * max(base["by_subject"][s]["accuracy"], mass["by_subject"].get(s, {"accuracy": 0.0})["accuracy"])
+        ax.text(i, min(top + 9, 104), f"{gain:+.1f}", ha="center", fontsize=9,
+                color="#1a7f37" if gain > 0 else "#cf222e" if gain < 0 else "black")
+    ax.set_xticks(range(len(subjects)))
+    ax.set_xticklabels([f"{s}\n(n={base['by_subject'][s]['n']})" for s in subjects], fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 110)
+    ax.set_title(f"Base vs MASS by subject on {base['data']} (weakest Base subject first; bars: 95% CI)", fontsize=10)
+    ax.legend(loc="upper left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_training_curves(metrics: dict[str, Path], path: Path) -> None:
+    """Per-step training signal (smoothed) and the held-out evaluations of each trained checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (train_ax, held_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, file in metrics.items():
+        rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        key = "reward_after" if method == "mass" else "reward_mean" if method == "solver-grpo" else "gold_ce_after"
+        steps = [r["step"] for r in rows if key in r]
+        values = _smooth([r[key] for r in rows if key in r], 10)
+        if method == "mass-gold":
+            twin = train_ax.twinx()
+            twin.plot(steps, values, color="#8250df", label="MASS_gold: gold CE after adaptation")
+            twin.set_ylabel("gold CE after adaptation (MASS_gold)", color="#8250df")
+        else:
+            train_ax.plot(steps, values, label=f"{LABELS[method]}: "
+                          f"{'reward of phi_K samples' if method == 'mass' else 'reward of solver samples'}")
+        held = [r for r in rows if "heldout_gold_ce_after" in r]
+        if held:
+            held_ax.plot([r["step"] for r in held], [r["heldout_gold_ce_after"] for r in held], marker="o",
+                         label=f"{LABELS[method]}: after adaptation")
+            held_ax.plot([r["step"] for r in held], [r["heldout_gold_ce_before"] for r in held], marker="x",
+                         linestyle="--", label=f"{LABELS[method]}: before adaptation")
+    train_ax.set_xlabel("step")
+    train_ax.set_ylabel("training reward (10-step mean)")
+    train_ax.set_title("training signal", fontsize=10)
+    train_ax.legend(loc="lower left", fontsize=8)
+    held_ax.set_xlabel("step")
+    held_ax.set_ylabel("held-out gold CE (nats/token)")
+    held_ax.set_title("held-out meta-training problems", fontsize=10)
+    if held_ax.lines:
+        held_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))]
+
+
+def _overrides_text(cfg: TableConfig) -> str:
+    """The settings that differ from the defaults, as `key=value` (how to rerun this table)."""
+    default, mine = _flatten(config_to_dict(TableConfig())), _flatten(config_to_dict(cfg))
+    return " ".join(f"{k}={v if not isinstance(v, list) else '[' + ','.join(map(str, v)) + ']'}"
+                    for k, v in mine.items() if default.get(k) != v)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    import os
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    return f"{device}, {platform.system()} {platform.machine()}, torch {torch.__version__}"

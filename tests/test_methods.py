@@ -1,0 +1,133 @@
+"""The baselines (TTT, Solver GRPO), `mass table`, and the real-model path for every method."""
+
+import json
+
+import pytest
+
+from mass.cli import main
+from mass.methods import METHODS
+from mass.methods.ttt import training_examples
+from mass.tasks import load_task
+from mass.table import SHIPPED_CHECKPOINTS, TRAINED
+
+FAST_EVAL = ["adapt.m=2", "adapt.synth.max_new_tokens=100", "sampling.max_new_tokens=100"]
+TINY_TRAIN = ["meta_train.steps=1", "meta_train.batch_size=1", "meta_train.heldout=2", "meta_train.eval_every=0",
+              "meta_train.adapt.m=2", "meta_train.adapt.synth.max_new_tokens=80", "meta_train.k=2",
+              "meta_train.solve_sampling.max_new_tokens=60", "grpo.steps=1", "grpo.batch_size=1", "grpo.k=2",
+              "grpo.heldout=2", "grpo.eval_every=0", "grpo.solve_sampling.max_new_tokens=60"]
+
+
+def test_ttt_draws_m_distinct_gold_examples_reproducibly():
+    pool = load_task("minimath-train").load(200)
+    a = training_examples(pool, 6, "0:minimath-500/3")
+    assert a == training_examples(pool, 6, "0:minimath-500/3")
+    assert a != training_examples(pool, 6, "0:minimath-500/4")
+    assert len({e.problem for e in a}) == 6
+    by_text = {p.problem: p for p in pool}
+    assert all(by_text[e.problem].solution == e.solution and "\\boxed" in e.solution for e in a)
+
+
+@pytest.mark.slow
+def test_ttt_adapts_on_training_problems_unrelated_to_the_target(tmp_path):
+    out = tmp_path / "ttt.json"
+    assert main(["eval", "--method", "ttt", "--limit", "2", "--out", str(out), *FAST_EVAL]) == 0
+    records = json.loads(out.read_text())["records"]
+    train_texts = {p.problem for p in load_task("minimath-train").load(None)}
+    for r in records:
+        assert r["adapted"] and r["n_parsed"] == 2
+        assert all(e["problem"] in train_texts for e in r["examples"])
+        assert [e["weight"] for e in r["examples"]] == [0.5, 0.5]
+    assert records[0]["examples"] != records[1]["examples"]
+
+
+@pytest.mark.slow
+def test_solver_grpo_trains_a_lora_and_answers_with_it(tmp_path):
+    ckpt, out = tmp_path / "sg", tmp_path / "sg.json"
+    assert main(["grpo", f"out={ckpt}", "steps=2", "batch_size=2", "k=4", "heldout=2", "eval_every=0",
+                 "solve_sampling.max_new_tokens=80"]) == 0
+    rows = [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and "heldout_acc" in rows[0] and "reward_mean" in rows[1]
+    assert (ckpt / "generator" / "adapter_model.safetensors").is_file() and not (ckpt / "scorer").exists()
+    from safetensors.torch import load_file
+
+    lora_b = [v for k, v in load_file(ckpt / "generator" / "adapter_model.safetensors").items() if "lora_B" in k]
+    assert any(v.abs().sum() > 0 for v in lora_b)  # zero-initialised; GRPO moved it
+    assert main(["eval", "--method", "solver-grpo", "--checkpoint", str(ckpt), "--limit", "3", "--out", str(out),
+                 "sampling.max_new_tokens=100"]) == 0
+    assert json.loads(out.read_text())["n"] == 3
+
+
+def test_solver_grpo_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", "--method", "solver-grpo", "--limit", "1", "--out", str(tmp_path / "r.json")]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
+
+
+def test_shipped_checkpoints_load():
+    from mass.checkpoint import load_generator, load_meta_checkpoint
+    from mass.models import load_model
+
+    for method in TRAINED:
+        info = json.loads((SHIPPED_CHECKPOINTS / method / "mass.json").read_text())
+        assert info["model"] == "" and (SHIPPED_CHECKPOINTS / method / "metrics.jsonl").is_file()
+        model, _ = load_model(None)
+        if method == "solver-grpo":
+            load_generator(model, SHIPPED_CHECKPOINTS / method)
+        else:
+            _, scorer, phi0 = load_meta_checkpoint(model, SHIPPED_CHECKPOINTS / method)
+            assert info["outer"] == ("gold" if method == "mass-gold" else "verifier") and phi0
+
+
+@pytest.mark.slow
+def test_table_on_the_embedded_model_writes_every_file(tmp_path):
+    """`mass table` trains the three missing checkpoints (one step each), evaluates all six methods."""
+    out = tmp_path / "table"
+    ckpts = [f"checkpoints.{m.replace('-', '_')}={tmp_path / m}" for m in TRAINED]
+    assert main(["table", "limit=3", f"out={out}", *ckpts, *TINY_TRAIN,
+                 *[f"eval.{x}" for x in FAST_EVAL]]) == 0
+    for name in ["table.md", "table.json", "gains_by_subject.png", "training_curves.png",
+                 *[f"{m}.json" for m in METHODS]]:
+        assert (out / name).is_file(), name
+    table = json.loads((out / "table.json").read_text())
+    assert [r["method"] for r in table["rows"]] == list(METHODS)
+    for row in table["rows"]:
+        result = json.loads((out / f"{row['method']}.json").read_text())
+        assert row["accuracy"] == result["accuracy"] and result["n"] == 3
+        assert result["config"]["seed"] == 0 and result["config"]["limit"] == 3
+    md = (out / "table.md").read_text()
+    assert "| MASS |" in md and "Δ vs Base" in md and "Command: `mass table" in md
+    # a second run reuses every result made with the same settings
+    assert main(["table", "limit=3", f"out={out}", "reuse=true", *ckpts, *TINY_TRAIN,
+                 *[f"eval.{x}" for x in FAST_EVAL]]) == 0
+
+
+@pytest.mark.slow
+def test_real_model_path_every_method_on_math500(tiny_model_dir, shared_data, tmp_path):
+    """A local Hugging Face Llama (random, tiny) through every method on 5 MATH-500 problems."""
+    out = tmp_path / "table"
+    train = shared_data / "math_train.jsonl"
+    assert main(["table", f"--model={tiny_model_dir}", f"--data={shared_data / 'math500_test.jsonl'}", "limit=5",
+                 f"out={out}", f"eval.train_data={train}", f"meta_train.data={train}", f"grpo.data={train}",
+                 *TINY_TRAIN, "eval.adapt.m=2", "eval.adapt.synth.max_new_tokens=24",
+                 "eval.sampling.max_new_tokens=16"]) == 0
+    for method in METHODS:
+        result = json.loads((out / f"{method}.json").read_text())
+        assert result["n"] == 5 and result["model"] == str(tiny_model_dir), method
+        assert result["records"][0]["id"] == "test/precalculus/807.json"
+    for method in TRAINED:
+        assert json.loads((out / "checkpoints" / method / "mass.json").read_text())["model"] == str(tiny_model_dir)
+
+
+def test_table_refuses_a_checkpoint_of_another_model(tmp_path, tiny_model_dir, capsys):
+    ckpt = tmp_path / "embedded-mass"
+    ckpt.mkdir()
+    (ckpt / "mass.json").write_text(json.dumps({"model": "", "outer": "verifier"}))
+    args = ["table", f"--model={tiny_model_dir}", "methods=[mass]", f"checkpoints.mass={ckpt}", f"out={tmp_path}"]
+    assert main(args) == 2
+    assert "was trained on model 'embedded'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["embedded-mass"]  # nothing trained or written
+
+
+def test_table_rejects_unknown_methods(capsys):
+    assert main(["table", "methods=[base,magic]"]) == 2
+    assert "unknown method(s) magic" in capsys.readouterr().err
+
