@@ -62,6 +62,7 @@ class MetaTrainConfig:
     outer: Literal["gold", "verifier"] = setting("verifier", "outer loss: gold (MASS_gold) or verifier (MASS, GRPO)")
     model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
     data: str = setting("minimath-meta", "meta-training problems (the paper: 1,000)")
+    limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
     heldout: int = setting(16, "the last N problems of data are held out for evaluation, never trained on")
     out: str = setting("runs/mass", "checkpoint directory")
     steps: int = setting(100, "meta-training steps")
@@ -94,7 +95,7 @@ class MetaTrainConfig:
 
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
-    problems = load_task(cfg.data).load(None)
+    problems = load_task(cfg.data).load(cfg.limit)
     if len(problems) <= cfg.heldout + cfg.batch_size:
         raise MassError(f"{cfg.data} has {len(problems)} problems: too few for heldout={cfg.heldout}, "
                         f"batch_size={cfg.batch_size}")

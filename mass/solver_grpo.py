@@ -40,6 +40,7 @@ from mass.tasks import load_task
 class SolverGRPOConfig:
     model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
     data: str = setting("minimath-meta", "training problems (the same as MASS meta-training)")
+    limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
     heldout: int = setting(16, "the last N problems are held out (as in meta-training), never trained on")
     out: str = setting("runs/solver-grpo", "checkpoint directory")
     steps: int = setting(100, "GRPO steps (as MASS's meta-training steps)")
@@ -63,7 +64,7 @@ class SolverGRPOConfig:
 
 def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
-    problems = load_task(cfg.data).load(None)
+    problems = load_task(cfg.data).load(cfg.limit)
     if len(problems) <= cfg.heldout + cfg.batch_size:
         raise MassError(f"{cfg.data} has {len(problems)} problems: too few for heldout={cfg.heldout}, "
                         f"batch_size={cfg.batch_size}")

@@ -14,7 +14,8 @@ model, or `out/checkpoints/<method>` for any other model. A checkpoint directory
 exist yet is trained first (`mass meta-train` / `mass grpo` with the `meta_train.*` / `grpo.*`
 settings), so one command goes from a base model to the table.
 
-    mass table                                          # the demo: shipped checkpoints, all of minimath-500
+    mass table                                          # shipped checkpoints, all of minimath-500
+    torchrun --standalone --nproc_per_node 2 -m mass table   # the same over 2 processes (`make demo`)
     mass table limit=100 out=runs/table-100             # a quick subset
     mass table --model ./my-llama --data ../shared/data/math500_test.jsonl eval.train_data=math-train
 """
@@ -86,13 +87,13 @@ def run(cfg: TableConfig) -> dict:
                            checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"))
         results[method] = _reused(eval_cfg) if cfg.reuse else None
         if results[method] is None:
-            print(f"\n== {LABELS[method]} ({method}) ==")
+            dist.print0(f"\n== {LABELS[method]} ({method}) ==")
             results[method] = run_eval(eval_cfg)
         else:
-            print(f"== {LABELS[method]}: reusing {eval_cfg.out}")
+            dist.print0(f"== {LABELS[method]}: reusing {eval_cfg.out}")
     if dist.is_main():
         rows = table_rows(results)
-        meta = {"command": "mass table " + _overrides_text(cfg), "commit": commit, "machine": _machine(),
+        meta = {"command": "mass table " + _overrides_text(cfg), "commit": commit, "machine": _machine(), "processes": dist.world_size(),
                 "wall_seconds": round(time.perf_counter() - started, 1), "data": cfg.data, "limit": cfg.limit,
                 "seed": cfg.seed, "checkpoints": {m: str(p) for m, p in ckpts.items()}}
         (out / "table.md").write_text(format_markdown(rows, results, meta))
@@ -180,7 +181,8 @@ def format_markdown(rows: list[dict], results: dict[str, dict], meta: dict) -> s
     for s in subjects:
         lines.append(f"| {s} | {counts[s]} | " + " | ".join(f"{100 * r['by_subject'].get(s, 0.0):.1f}" for r in rows) + " |")
     lines += ["", f"Command: `{meta['command']}`  ", f"Commit: `{meta['commit']}`, machine: {meta['machine']}, "
-              f"wall time {meta['wall_seconds']:.0f} s.  "]
+              f"{meta['processes']} process(es), wall time {meta['wall_seconds']:.0f} s "
+              "(s/problem: compute time per problem within one process).  "]
     if meta["checkpoints"]:
         lines.append("Checkpoints: " + ", ".join(f"{m} `{p}`" for m, p in meta["checkpoints"].items()) + ".")
     return "\n".join(lines) + "\n"

@@ -131,3 +131,33 @@ def test_table_rejects_unknown_methods(capsys):
     assert main(["table", "methods=[base,magic]"]) == 2
     assert "unknown method(s) magic" in capsys.readouterr().err
 
+
+
+def _fake_result(method, correct_by_subject):
+    records = [{"subject": s, "level": 1, "correct": c, "seconds": 0.5} for s, cs in correct_by_subject.items()
+               for c in cs]
+    from mass.evaluate import EvalConfig, summarise
+
+    return summarise(records, EvalConfig(method=method), model_name="m", data="minimath-500")
+
+
+def test_table_rows_markdown_and_figures(tmp_path):
+    from mass.table import format_markdown, plot_gains_by_subject, plot_training_curves, table_rows
+
+    base = _fake_result("base", {"Algebra": [True, False, False, False], "Geometry": [True, True]})
+    mass = _fake_result("mass", {"Algebra": [True, True, False, False], "Geometry": [True, True]})
+    rows = table_rows({"base": base, "mass": mass})
+    assert rows[1]["delta_vs_base"] == pytest.approx(1 / 6) and rows[0]["delta_vs_base"] == 0.0
+    md = format_markdown(rows, {"base": base, "mass": mass},
+                         {"data": "minimath-500", "seed": 0, "command": "mass table", "commit": "abc",
+                          "machine": "cpu", "processes": 1, "wall_seconds": 1.0, "checkpoints": {}})
+    assert "| MASS | 66.7 |" in md and "+16.7" in md and "| Algebra | 4 | 25.0 | 50.0 |" in md
+    plot_gains_by_subject(base, mass, tmp_path / "gains.png")
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "heldout_gold_ce_before": 0.5, "heldout_gold_ce_after": 0.6},
+        {"step": 1, "reward_after": 0.5}, {"step": 2, "reward_after": 0.7, "heldout_gold_ce_before": 0.5,
+                                           "heldout_gold_ce_after": 0.4}]))
+    plot_training_curves({"mass": metrics}, tmp_path / "curves.png")
+    for png in ("gains.png", "curves.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
