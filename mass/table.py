@@ -226,40 +226,44 @@ def plot_gains_by_subject(base: dict, mass: dict, path: Path) -> None:
 
 
 def plot_training_curves(metrics: dict[str, Path], path: Path) -> None:
-    """Per-step training signal (smoothed) and the held-out evaluations of each trained checkpoint."""
+    """Three panels per trained checkpoint: the training reward (10-step mean), the scorer's
+    weight scale (m * mean weight; 1 = uniform), and the held-out gold CE before/after adaptation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (train_ax, held_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {"mass": "#1f6feb", "mass-gold": "#8250df", "solver-grpo": "#bc4c00"}
+    fig, (reward_ax, weight_ax, held_ax) = plt.subplots(1, 3, figsize=(15, 4))
     for method, file in metrics.items():
         rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        key = "reward_after" if method == "mass" else "reward_mean" if method == "solver-grpo" else "gold_ce_after"
-        steps = [r["step"] for r in rows if key in r]
-        values = _smooth([r[key] for r in rows if key in r], 10)
-        if method == "mass-gold":
-            twin = train_ax.twinx()
-            twin.plot(steps, values, color="#8250df", label="MASS_gold: gold CE after adaptation")
-            twin.set_ylabel("gold CE after adaptation (MASS_gold)", color="#8250df")
-        else:
-            train_ax.plot(steps, values, label=f"{LABELS[method]}: "
-                          f"{'reward of phi_K samples' if method == 'mass' else 'reward of solver samples'}")
+        colour, label = colours.get(method), LABELS[method]
+        key = "reward_after" if method == "mass" else "reward_mean" if method == "solver-grpo" else None
+        if key:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            reward_ax.plot([s for s, _ in points], _smooth([v for _, v in points], 10), color=colour,
+                           label=f"{label}: {'samples of T from phi_K' if method == 'mass' else 'solver samples'}")
+        weighted = [r for r in rows if "s_max" in r]
+        if weighted:
+            info = file.parent / "mass.json"
+            m = json.loads(info.read_text())["config"]["adapt"]["m"] if info.is_file() else 1
+            weight_ax.plot([r["step"] for r in weighted], [m * (r["s_max"] + r["s_min"]) / 2 for r in weighted],
+                           color=colour, label=label)
         held = [r for r in rows if "heldout_gold_ce_after" in r]
         if held:
-            held_ax.plot([r["step"] for r in held], [r["heldout_gold_ce_after"] for r in held], marker="o",
-                         label=f"{LABELS[method]}: after adaptation")
-            held_ax.plot([r["step"] for r in held], [r["heldout_gold_ce_before"] for r in held], marker="x",
-                         linestyle="--", label=f"{LABELS[method]}: before adaptation")
-    train_ax.set_xlabel("step")
-    train_ax.set_ylabel("training reward (10-step mean)")
-    train_ax.set_title("training signal", fontsize=10)
-    train_ax.legend(loc="lower left", fontsize=8)
-    held_ax.set_xlabel("step")
-    held_ax.set_ylabel("held-out gold CE (nats/token)")
-    held_ax.set_title("held-out meta-training problems", fontsize=10)
-    if held_ax.lines:
-        held_ax.legend(fontsize=8)
+            steps = [r["step"] for r in held]
+            held_ax.plot(steps, [r["heldout_gold_ce_after"] for r in held], marker="o", color=colour,
+                         label=f"{label}: after adaptation")
+            held_ax.plot(steps, [r["heldout_gold_ce_before"] for r in held], marker="x", linestyle="--",
+                         color=colour, alpha=0.6, label=f"{label}: before adaptation")
+    reward_ax.set(xlabel="step", ylabel="mean reward (10-step mean)", title="training reward (verifier)")
+    weight_ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    weight_ax.set(xlabel="step", ylabel="m x mean example weight (1 = uniform)", title="scorer weight scale")
+    held_ax.set(xlabel="step", ylabel="gold CE (nats/token)", title="held-out meta-training problems")
+    for ax in (reward_ax, weight_ax, held_ax):
+        ax.title.set_fontsize(10)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
