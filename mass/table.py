@@ -262,7 +262,7 @@ def plot_training_curves(metrics: dict[str, Path], path: Path) -> None:
     held_ax.set(xlabel="step", ylabel="gold CE (nats/token)", title="held-out meta-training problems")
     for ax in (reward_ax, weight_ax, held_ax):
         ax.title.set_fontsize(10)
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
