@@ -95,14 +95,10 @@ class MetaTrainConfig:
 
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
-    problems = load_task(cfg.data).load(cfg.limit)
-    if len(problems) <= cfg.heldout + cfg.batch_size:
-        raise MassError(f"{cfg.data} has {len(problems)} problems: too few for heldout={cfg.heldout}, "
-                        f"batch_size={cfg.batch_size}")
-    if cfg.outer == "gold" and any(p.solution is None for p in problems):
+    train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
+    if cfg.outer == "gold" and any(p.solution is None for p in train + heldout):
         raise MassError(f"outer=gold needs gold solutions, and {cfg.data} lacks some; use outer=verifier")
-    train, heldout = problems[: len(problems) - cfg.heldout], problems[len(problems) - cfg.heldout :]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else torch.device(cfg.device)
+    device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device, attn_implementation="mass_math")
     if resume and (out / "generator").is_dir():
         from peft import PeftModel
@@ -158,6 +154,20 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
                 "opt_gen": opt_gen.state_dict() if opt_gen is not None else None})
     print(f"saved MASS checkpoint to {out}")
     return out
+
+
+def split_training_problems(data: str, limit: int | None, heldout: int, batch_size: int) -> tuple[list, list]:
+    """(training problems, the last `heldout` problems kept for evaluation)."""
+    problems = load_task(data).load(limit)
+    if len(problems) <= heldout + batch_size:
+        raise MassError(f"{data} has {len(problems)} problems: too few for heldout={heldout}, batch_size={batch_size}")
+    return problems[: len(problems) - heldout], problems[len(problems) - heldout :]
+
+
+def training_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTrainConfig, gen: torch.Generator,

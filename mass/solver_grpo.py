@@ -30,10 +30,10 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.inner import make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.meta_train import log_metrics, solve_sampling_default, tensorboard_writer
+from mass.meta_train import (log_metrics, solve_sampling_default, split_training_problems, tensorboard_writer,
+                             training_device)
 from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt
-from mass.tasks import load_task
 
 
 @dataclass
@@ -64,12 +64,8 @@ class SolverGRPOConfig:
 
 def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
-    problems = load_task(cfg.data).load(cfg.limit)
-    if len(problems) <= cfg.heldout + cfg.batch_size:
-        raise MassError(f"{cfg.data} has {len(problems)} problems: too few for heldout={cfg.heldout}, "
-                        f"batch_size={cfg.batch_size}")
-    train, heldout = problems[: len(problems) - cfg.heldout], problems[len(problems) - cfg.heldout :]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else torch.device(cfg.device)
+    train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
+    device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device)
     if resume and (out / "generator").is_dir():
         from peft import PeftModel
