@@ -23,6 +23,7 @@ settings), so one command goes from a base model to the table.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -303,8 +304,6 @@ def _git_commit() -> str:
 
 
 def _machine() -> str:
-    import os
-
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
