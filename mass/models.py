@@ -114,13 +114,21 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[in
 
 
 def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
-                target_modules: list[str] | None = None) -> Any:
-    """Wrap `model` with a PEFT LoRA adapter (dropout 0: the inner loop must be deterministic)."""
+                target_modules: list[str] | None = None, seed: int | None = None) -> Any:
+    """Wrap `model` with a PEFT LoRA adapter (dropout 0: the inner loop must be deterministic).
+
+    With `seed`, the random initialisation of the LoRA A matrices depends on it alone (the global
+    RNG is left as it was), so a fresh test-time adapter is the same in every run.
+    """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                         target_modules=target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"])
-    return get_peft_model(model, config)
+    if seed is None:
+        return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 @torch.no_grad()

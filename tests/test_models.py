@@ -48,3 +48,17 @@ def test_lora_attaches_trainable_adapters_only(tiny_model_dir):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(MassError, match="could not load model"):
         load_model(str(tmp_path / "nope"))
+
+
+def test_seeded_lora_init_is_reproducible_and_leaves_the_global_rng_alone(tiny_tokenizer):
+    from conftest import tiny_llama
+
+    models = [tiny_llama(tiny_tokenizer) for _ in range(3)]
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = {n: p.detach() for n, p in attach_lora(models[0], seed=3).named_parameters() if "lora_A" in n}
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)  # a different global state must not matter
+    b = {n: p.detach() for n, p in attach_lora(models[1], seed=3).named_parameters() if "lora_A" in n}
+    c = {n: p.detach() for n, p in attach_lora(models[2], seed=4).named_parameters() if "lora_A" in n}
+    assert a and all(torch.equal(a[n], b[n]) for n in a) and not all(torch.equal(a[n], c[n]) for n in a)

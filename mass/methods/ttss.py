@@ -15,7 +15,8 @@ from mass.tasks.problem import Problem
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
     if "peft" not in ctx.state:
         cfg = ctx.cfg
-        peft_model = attach_lora(ctx.model, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.targets)
+        peft_model = attach_lora(ctx.model, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.targets,
+                                 seed=cfg.seed)
         ctx.state.update(peft=peft_model, phi0=lora_params(peft_model))
     adapt_cfg = replace(ctx.cfg.adapt, weights="uniform")
     return adapt_and_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], None, adapt_cfg,

@@ -28,7 +28,8 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
         if len(pool) < cfg.adapt.m:
             raise MassError(f"ttt needs at least m={cfg.adapt.m} problems with gold solutions in "
                             f"--train-data {cfg.train_data}; it has {len(pool)}")
-        peft_model = attach_lora(ctx.model, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.targets)
+        peft_model = attach_lora(ctx.model, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.targets,
+                                 seed=cfg.seed)
         ctx.state.update(peft=peft_model, phi0=lora_params(peft_model), pool=pool)
     example_sets = [training_examples(ctx.state["pool"], cfg.adapt.m, f"{cfg.seed}:{p.id or p.problem}")
                     for p in problems]
