@@ -62,3 +62,30 @@ def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, 
     device = next(model.parameters()).device
     scorer = load_scorer(directory / "scorer").to(device).eval()
     return peft_model, scorer, lora_params(peft_model)
+
+
+def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[object, dict, dict | None, int]:
+    """(trainable PEFT model, its LoRA parameters in float32, saved training state or None, first step).
+
+    With `resume` and a checkpoint in `out`, continues from it; otherwise seeds torch with `seed`
+    (so the LoRA initialisation, and whatever the caller initialises next, depend on it alone),
+    attaches a fresh LoRA and clears `out/metrics.jsonl`. The model is in eval mode: no dropout.
+    """
+    from peft import PeftModel
+
+    from mass.models import attach_lora
+
+    if resume and (out / "generator").is_dir():
+        model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
+        state = torch.load(out / "train_state.pt", weights_only=False)
+        print(f"resuming from step {state['step']} in {out}")
+    else:
+        torch.manual_seed(seed)
+        model = attach_lora(base, lora.rank, lora.alpha, lora.targets)
+        state = None
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    model.eval()
+    live = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for p in live.values():
+        p.data = p.data.float()
+    return model, live, state, state["step"] if state else 0

@@ -37,13 +37,13 @@ from tqdm import tqdm
 
 from mass.adaptation import AdaptConfig, example_batch, example_weights, use_lora
 from mass.checker import extract_final_answer, is_equivalent
-from mass.checkpoint import save_meta_checkpoint
+from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.generator import synthesise
 from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name, uses_chat_template
+from mass.models import LoraSettings, SamplingConfig, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt, synth_prompt
 from mass.scorer import Scorer, load_scorer
 from mass.tasks import load_task
@@ -100,24 +100,12 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         raise MassError(f"outer=gold needs gold solutions, and {cfg.data} lacks some; use outer=verifier")
     device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device, attn_implementation="mass_math")
-    if resume and (out / "generator").is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
+    # no dropout anywhere: the inner trajectory and its jvps must see the same function
+    model, live, state, start = resume_or_start(base, out, cfg.lora, cfg.seed, resume)  # live: theta, the LoRA
+    if state is not None:
         scorer = load_scorer(out / "scorer").to(device)
-        state = torch.load(out / "train_state.pt", weights_only=False)
-        start = state["step"]
-        print(f"resuming from step {start} in {out}")
-    else:
-        torch.manual_seed(cfg.seed)  # the LoRA and scorer initialisations
-        model = attach_lora(base, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+    else:  # initialised right after the LoRA, from the same seed
         scorer = Scorer(base.config.hidden_size, cfg.scorer_width, cfg.scorer_normalise).to(device)
-        state, start = None, 0
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    model.eval()  # no dropout anywhere: the inner trajectory and its jvps must see the same function
-    live = {n: p for n, p in model.named_parameters() if p.requires_grad}  # theta: the generator's LoRA
-    for p in live.values():
-        p.data = p.data.float()
     opt_scorer = torch.optim.Adam(scorer.parameters(), lr=cfg.scorer_lr)
     opt_gen = torch.optim.Adam(live.values(), lr=cfg.generator_lr) if cfg.generator_lr > 0 else None
     if state is not None:

@@ -25,14 +25,14 @@ import torch
 from tqdm import tqdm
 
 from mass.checker import extract_final_answer, is_equivalent
-from mass.checkpoint import save_meta_checkpoint
+from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.inner import make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.meta_train import (log_metrics, solve_sampling_default, split_training_problems, tensorboard_writer,
                              training_device)
-from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name, uses_chat_template
+from mass.models import LoraSettings, SamplingConfig, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt
 
 
@@ -67,22 +67,7 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
     device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device)
-    if resume and (out / "generator").is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
-        state = torch.load(out / "train_state.pt", weights_only=False)
-        start = state["step"]
-        print(f"resuming from step {start} in {out}")
-    else:
-        torch.manual_seed(cfg.seed)
-        model = attach_lora(base, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
-        state, start = None, 0
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    model.eval()
-    live = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    for p in live.values():
-        p.data = p.data.float()
+    model, live, state, start = resume_or_start(base, out, cfg.lora, cfg.seed, resume)
     opt = torch.optim.Adam(live.values(), lr=cfg.lr)
     if state is not None:
         opt.load_state_dict(state["opt"])

@@ -198,7 +198,10 @@ def plot_gains_by_subject(base: dict, mass: dict, path: Path) -> None:
 
     from mass.evaluate import wilson_interval
 
-    subjects = sorted(base["by_subject"], key=lambda s: base["by_subject"][s]["accuracy"])
+    def accuracy(result: dict, subject: str) -> float:
+        return result["by_subject"].get(subject, {"accuracy": 0.0})["accuracy"]
+
+    subjects = sorted(base["by_subject"], key=lambda s: accuracy(base, s))
     fig, ax = plt.subplots(figsize=(9, 4.2))
     width = 0.38
     for offset, result, label, colour in ((-width / 2, base, "Base", "#9aa5b1"), (width / 2, mass, "MASS", "#1f6feb")):
@@ -211,8 +214,8 @@ def plot_gains_by_subject(base: dict, mass: dict, path: Path) -> None:
         xs = [i + offset for i in range(len(subjects))]
         ax.bar(xs, acc, width, label=label, color=colour, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
     for i, s in enumerate(subjects):
-        gain = 100 * (mass["by_subject"].get(s, {"accuracy": 0.0})["accuracy"] - base["by_subject"][s]["accuracy"])
-        top = 100 * max(base["by_subject"][s]["accuracy"], mass["by_subject"].get(s, {"accuracy": 0.0})["accuracy"])
+        gain = 100 * (accuracy(mass, s) - accuracy(base, s))
+        top = 100 * max(accuracy(base, s), accuracy(mass, s))
         ax.text(i, min(top + 9, 104), f"{gain:+.1f}", ha="center", fontsize=9,
                 color="#1a7f37" if gain > 0 else "#cf222e" if gain < 0 else "black")
     ax.set_xticks(range(len(subjects)))

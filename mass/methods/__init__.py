@@ -38,3 +38,17 @@ def get_method(name: str) -> ModuleType:
     if name not in METHODS:
         raise MassError(f"unknown method '{name}': use one of {', '.join(METHODS)}")
     return importlib.import_module(METHODS[name])
+
+
+def fresh_adapter(ctx: MethodContext) -> None:
+    """Once per run, for methods that adapt from scratch (ttt, ttss): a fresh LoRA on the base
+    model, initialised from the run's seed, in ctx.state["peft"], and its values in ctx.state["phi0"]."""
+    if "peft" in ctx.state:
+        return
+    from mass.inner import lora_params
+    from mass.models import attach_lora
+
+    lora = ctx.cfg.lora
+    peft_model = attach_lora(ctx.model, rank=lora.rank, alpha=lora.alpha, target_modules=lora.targets,
+                             seed=ctx.cfg.seed)
+    ctx.state.update(peft=peft_model, phi0=lora_params(peft_model))

@@ -8,7 +8,12 @@ from mass.tasks.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
+    return answer_directly(ctx.model, problems, ctx)
+
+
+def answer_directly(model, problems: list[Problem], ctx: MethodContext) -> list[dict]:
+    """`model` answers each problem with no adaptation (also Solver GRPO, with its trained LoRA)."""
     chat = uses_chat_template(ctx.tokenizer)
     prompts = [ctx.task.render_prompt(p, chat) for p in problems]
-    texts = generate(ctx.model, ctx.tokenizer, prompts, ctx.cfg.sampling, ctx.generator)
+    texts = generate(model, ctx.tokenizer, prompts, ctx.cfg.sampling, ctx.generator)
     return [{"generated": t} for t in texts]

@@ -6,18 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mass.adaptation import adapt_and_answer
-from mass.inner import lora_params
-from mass.methods import MethodContext
-from mass.models import attach_lora
+from mass.methods import MethodContext, fresh_adapter
 from mass.tasks.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
-    if "peft" not in ctx.state:
-        cfg = ctx.cfg
-        peft_model = attach_lora(ctx.model, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.targets,
-                                 seed=cfg.seed)
-        ctx.state.update(peft=peft_model, phi0=lora_params(peft_model))
+    fresh_adapter(ctx)
     adapt_cfg = replace(ctx.cfg.adapt, weights="uniform")
     return adapt_and_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], None, adapt_cfg,
                             ctx.task, ctx.cfg.sampling, ctx.generator)

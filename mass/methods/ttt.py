@@ -13,9 +13,7 @@ from dataclasses import replace
 
 from mass.adaptation import answer_after_adapting
 from mass.errors import MassError
-from mass.inner import lora_params
-from mass.methods import MethodContext
-from mass.models import attach_lora
+from mass.methods import MethodContext, fresh_adapter
 from mass.prompts import Synthesised
 from mass.tasks import load_task
 from mass.tasks.problem import Problem
@@ -23,14 +21,13 @@ from mass.tasks.problem import Problem
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
     cfg = ctx.cfg
-    if "peft" not in ctx.state:
+    if "pool" not in ctx.state:
         pool = [p for p in load_task(cfg.train_data).load(None) if p.solution]
         if len(pool) < cfg.adapt.m:
             raise MassError(f"ttt needs at least m={cfg.adapt.m} problems with gold solutions in "
                             f"--train-data {cfg.train_data}; it has {len(pool)}")
-        peft_model = attach_lora(ctx.model, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.targets,
-                                 seed=cfg.seed)
-        ctx.state.update(peft=peft_model, phi0=lora_params(peft_model), pool=pool)
+        ctx.state["pool"] = pool
+    fresh_adapter(ctx)
     example_sets = [training_examples(ctx.state["pool"], cfg.adapt.m, f"{cfg.seed}:{p.id or p.problem}")
                     for p in problems]
     records = answer_after_adapting(ctx.state["peft"], ctx.tokenizer, problems, example_sets, ctx.state["phi0"],
