@@ -81,7 +81,7 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
         print(f"resuming from step {state['step']} in {out}")
     else:
         torch.manual_seed(seed)
-        model = attach_lora(base, lora.rank, lora.alpha, lora.targets)
+        model = attach_lora(base, lora.rank, lora.alpha, lora.targets, init=lora.init)
         state = None
         (out / "metrics.jsonl").unlink(missing_ok=True)
     model.eval()

@@ -40,6 +40,8 @@ COMMANDS = {
     "table": Command("mass.table", "TableConfig", "train what is missing, evaluate every method, write the table"),
     "solve": Command("mass.solve", "SolveConfig", "adapt to one problem at test time and show the work",
                      positional="problem"),
+    "headroom": Command("mass.headroom", "HeadroomConfig",
+                        "measure what test-time adaptation could do at best (memorisation, curriculum, ideal scorer)"),
     "synth": Command("mass.synth_report", "SynthConfig", "measure the model's synthesised examples (parse rate, correctness)"),
 }
 

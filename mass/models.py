@@ -72,6 +72,19 @@ class LoraSettings:
     rank: int = setting(8, "LoRA rank")
     alpha: float = setting(16.0, "LoRA alpha (scale alpha/rank)")
     targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
+    init: str = setting("default", "LoRA initialisation: default (B = 0, A random), gaussian, orthogonal "
+                        "(A and B both random with BA = 0, so the first SGD step moves both)")
+
+    def __post_init__(self) -> None:
+        if self.init not in LORA_INITS:
+            raise MassError(f"lora.init must be one of {', '.join(LORA_INITS)}, got '{self.init}'")
+        if self.init == "orthogonal" and self.rank % 2:
+            raise MassError(f"lora.init=orthogonal needs an even rank, got {self.rank}")
+
+
+# PEFT initialisations that leave the base weights alone (pissa/olora rewrite them, which would
+# change the model every other method answers with)
+LORA_INITS = {"default": True, "gaussian": "gaussian", "orthogonal": "orthogonal"}
 
 
 def resolve_model_name(name: str | None) -> str:
@@ -114,7 +127,7 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[in
 
 
 def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
-                target_modules: list[str] | None = None, seed: int | None = None) -> Any:
+                target_modules: list[str] | None = None, seed: int | None = None, init: str = "default") -> Any:
     """Wrap `model` with a PEFT LoRA adapter (dropout 0: the inner loop must be deterministic).
 
     With `seed`, the random initialisation of the LoRA A matrices depends on it alone (the global
@@ -123,7 +136,8 @@ def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                        target_modules=target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"])
+                        target_modules=target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
+                        init_lora_weights=LORA_INITS[init])
     if seed is None:
         return get_peft_model(model, config)
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):

@@ -65,7 +65,7 @@ def run(cfg: SolveConfig) -> list[dict]:
         adapt_cfg = cfg.adapt
     else:
         print("no --checkpoint: running TT-SS (uniform weights on a fresh LoRA)")
-        peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, seed=cfg.seed)
+        peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, seed=cfg.seed, init=cfg.lora.init)
         scorer, phi0 = None, lora_params(peft_model)
         adapt_cfg = replace(cfg.adapt, weights="uniform")
     problems = [Problem(id=str(i), problem=t, solution=None, answer="", subject="", level=None) for i, t in enumerate(texts)]

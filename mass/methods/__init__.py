@@ -50,5 +50,5 @@ def fresh_adapter(ctx: MethodContext) -> None:
 
     lora = ctx.cfg.lora
     peft_model = attach_lora(ctx.model, rank=lora.rank, alpha=lora.alpha, target_modules=lora.targets,
-                             seed=ctx.cfg.seed)
+                             seed=ctx.cfg.seed, init=lora.init)
     ctx.state.update(peft=peft_model, phi0=lora_params(peft_model))

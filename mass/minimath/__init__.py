@@ -131,6 +131,27 @@ def similar_problem(rng: random.Random, problem: Problem) -> Problem | None:
     return None
 
 
+def kindred_problems(rng: random.Random, problem: Problem, m: int) -> list[Problem] | None:
+    """m fresh problems of T's own template and level, none held out and none equal to T.
+
+    The "perfect curriculum" of `mass headroom`: gold worked examples of exactly T's kind.
+    None if T is not in a MiniMath wording.
+    """
+    solved = solve_text(problem.problem)
+    if solved is None:
+        return None
+    template, held_out, out = solved[0], _held_out_texts(), []
+    seen = {problem.problem}
+    for i in range(50 * m):
+        p = sample_problem(rng, template, problem.level or 3, f"{problem.id}/kin{i}")
+        if p.problem not in seen and p.problem not in held_out:
+            seen.add(p.problem)
+            out.append(p)
+            if len(out) == m:
+                break
+    return out
+
+
 def grade_synthesised(target: str, problem: str, answer: str) -> dict:
     """How good a synthesised MiniMath example is, judged by the templates' own solvers.
 
