@@ -21,7 +21,7 @@ from mass.errors import MassError
 from mass.inner import Params, SFTBatch, adapt, make_sft_batch
 from mass.models import SamplingConfig, uses_chat_template
 from mass.prompts import Synthesised, solve_prompt
-from mass.scorer import Scorer, embed_texts
+from mass.scorer import Scorer, embed_texts, example_stats
 
 
 def _synth_sampling() -> SamplingConfig:
@@ -55,7 +55,8 @@ def example_weights(model, tokenizer, scorer: Scorer | None, target: str, exampl
         return torch.full((len(examples),), 1.0 / len(examples), device=device)
     feats = embed_texts(model, tokenizer, [f"Problem: {target}"] +
                         [f"Problem: {e.problem}\nSolution: {e.solution}" for e in examples])
-    return scorer(feats[0], feats[1:])
+    stats = example_stats(model, tokenizer, target, examples) if scorer.n_stats else None
+    return scorer(feats[0], feats[1:], stats)
 
 
 @contextlib.contextmanager

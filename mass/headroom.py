@@ -45,7 +45,7 @@ from mass.errors import MassError
 from mass.evaluate import wilson_interval, write_json
 from mass.generator import synthesise
 from mass.inner import adapt, lora_params
-from mass.minimath import grade_synthesised, kindred_problems, solve_text
+from mass.minimath import grade_synthesised, kindred_problems, problem_kind, solve_text
 from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name
 from mass.prompts import Synthesised
 from mass.tasks import load_task
@@ -213,7 +213,8 @@ def measure_problem(cfg: HeadroomConfig, model, tok, task, phi0, problem: Proble
 
     device = next(model.parameters()).device
     base = correct_with(phi0)
-    record = {"id": problem.id, "subject": problem.subject, "level": problem.level, "base": base,
+    record = {"id": problem.id, "subject": problem.subject, "level": problem.level,
+              "kind": problem_kind(problem.problem), "base": base,
               "synthesis": sets.pop("_synthesis", None), "n_examples": {}, "correct": {}}
     for condition in cfg.conditions:
         if condition == "base":
@@ -242,7 +243,8 @@ def summarise(cfg: HeadroomConfig, records: list[dict], model_name: str, data: s
     n = len(records)
     base_k = sum(r["base"] for r in records)
     conditions: dict = {"base": {"accuracy": base_k / n, "ci95": list(wilson_interval(base_k, n)), "n": n,
-                                 "by_subject": by_subject(records, lambda r: r["base"])}}
+                                 "by_subject": by_subject(records, lambda r: r["base"]),
+                                 "by_kind": by_subject(records, lambda r: r["base"], key="kind")}}
     best: dict = {"base": {"accuracy": base_k / n, "lr": None, "steps": None}}
     for condition in cfg.conditions:
         if condition == "base":
@@ -257,7 +259,9 @@ def summarise(cfg: HeadroomConfig, records: list[dict], model_name: str, data: s
                 hits = sum(r["correct"][condition][str(k)][str(lr)] for r in rows)
                 grid.setdefault(str(k), {})[str(lr)] = {
                     "accuracy": hits / len(rows), "ci95": list(wilson_interval(hits, len(rows))), "n": len(rows),
-                    "by_subject": by_subject(rows, lambda r, k=k, lr=lr: r["correct"][condition][str(k)][str(lr)])}
+                    "by_subject": by_subject(rows, lambda r, k=k, lr=lr: r["correct"][condition][str(k)][str(lr)]),
+                    "by_kind": by_subject(rows, lambda r, k=k, lr=lr: r["correct"][condition][str(k)][str(lr)],
+                                          key="kind")}
         conditions[condition] = grid
         k, lr = max(((k, lr) for k in grid for lr in grid[k]), key=lambda kl: grid[kl[0]][kl[1]]["accuracy"])
         best[condition] = {"accuracy": grid[k][lr]["accuracy"], "steps": int(k), "lr": float(lr), "n": len(rows)}
@@ -272,10 +276,11 @@ def summarise(cfg: HeadroomConfig, records: list[dict], model_name: str, data: s
     }
 
 
-def by_subject(records: list[dict], hit) -> dict[str, dict]:
+def by_subject(records: list[dict], hit, key: str = "subject") -> dict[str, dict]:
+    """Accuracy per subject (or per MiniMath problem kind, key="kind")."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for r in records:
-        groups[r["subject"] or "(none)"].append(bool(hit(r)))
+        groups[r[key] or "(none)"].append(bool(hit(r)))
     return {s: {"accuracy": sum(v) / len(v), "n": len(v)} for s, v in sorted(groups.items())}
 
 
@@ -303,6 +308,16 @@ def format_table(result: dict) -> str:
         else:
             lines.append(f"| {condition} | {100 * b['accuracy']:.1f} | {100 * (b['accuracy'] - base):+.1f} | "
                          f"{b['steps']} | {b['lr']} | {b['n']} |")
+    kinds = list(result["conditions"]["base"]["by_kind"])
+    if kinds != ["(none)"]:
+        lines += ["", "By MiniMath problem kind, each condition at its best (K, lr):", "",
+                  "| condition | " + " | ".join(f"{k} (n={result['conditions']['base']['by_kind'][k]['n']})"
+                                                for k in kinds) + " |", "|---|" + "---:|" * len(kinds)]
+        for condition, b in best.items():
+            cell = (result["conditions"]["base"] if condition == "base"
+                    else result["conditions"][condition][str(b["steps"])][str(b["lr"])])["by_kind"]
+            lines.append(f"| {condition} | " + " | ".join(
+                f"{100 * cell[k]['accuracy']:.1f}" if k in cell else "" for k in kinds) + " |")
     missing = [c for c, g in result["conditions"].items() if g is None]
     if missing:
         lines += ["", f"Not measurable on this task: {', '.join(missing)} (needs a task that can re-solve "
@@ -335,6 +350,8 @@ def plot_headroom(result: dict, png: Path) -> None:
             ax.plot([float(lr) for lr in lrs], [100 * grid[k][lr]["accuracy"] for lr in lrs], marker="o", lw=1.5,
                     label=condition)
         ax.set_xscale("log")
+        ax.set_xticks([float(lr) for lr in cfg["lrs"]], [f"{lr:g}" for lr in cfg["lrs"]])
+        ax.minorticks_off()
         ax.set_xlabel("inner learning rate")
         ax.set_title(f"K = {k}")
         ax.grid(alpha=0.3)

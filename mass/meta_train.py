@@ -14,7 +14,8 @@ Each meta-step takes a batch of training problems T and, for each:
      at theta, so the solver does not degrade while the generator learns.
 Problems whose samples all fail to parse (fewer than 2 usable) are skipped and counted.
 
-Every `eval_every` steps, the last `heldout` problems of the data (never trained on) are adapted
+Every `eval_every` steps, the first `heldout_eval` of the last `heldout` problems of the data
+(never trained on: minimath-dev) are adapted
 to with the current generator and scorer, and the post-adaptation gold CE and greedy accuracy
 are logged. Metrics go to DIR/metrics.jsonl (and TensorBoard with tensorboard=true).
 
@@ -45,7 +46,8 @@ from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_
 from mass.losses import group_advantages, grpo_loss
 from mass.models import LoraSettings, SamplingConfig, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt, synth_prompt
-from mass.scorer import Scorer, load_scorer
+from mass.minimath import grade_synthesised, solve_text
+from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
 from mass.tasks import load_task
 
 
@@ -63,7 +65,8 @@ class MetaTrainConfig:
     model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
     data: str = setting("minimath-meta", "meta-training problems (the paper: 1,000)")
     limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
-    heldout: int = setting(16, "the last N problems of data are held out for evaluation, never trained on")
+    heldout: int = setting(100, "the last N problems of data are held out for evaluation, never trained on (the 100 of minimath-dev)")
+    heldout_eval: int = setting(32, "held-out problems evaluated every eval_every steps (the first N of heldout)")
     out: str = setting("runs/mass", "checkpoint directory")
     steps: int = setting(100, "meta-training steps")
     batch_size: int = setting(4, "problems T per meta-step")
@@ -73,6 +76,7 @@ class MetaTrainConfig:
     lora: LoraSettings = nested(LoraSettings, "the generator's LoRA adapter (phi)")
     scorer_lr: float = setting(3e-2, "scorer learning rate (Adam)")
     scorer_width: int = setting(64, "scorer hidden width")
+    scorer_stats: bool = setting(True, "scorer also sees the model's own surprise at each example (mass/scorer.py)")
     # sigmoid, not softmax: softmax weights always sum to one, so every adaptation is a full SGD step;
     # independent weights let the scorer also learn how far to move (on the embedded model an
     # unweighted step on self-synthesised data raises the held-out gold CE, so that matters here)
@@ -89,13 +93,14 @@ class MetaTrainConfig:
     tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.k < 2 or self.heldout < 0:
+        if self.steps < 1 or self.batch_size < 1 or self.k < 2 or self.heldout < 0 or self.heldout_eval < 0:
             raise MassError("meta-train needs steps >= 1, batch_size >= 1, k >= 2, heldout >= 0")
 
 
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
     train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
+    heldout = heldout[: cfg.heldout_eval]
     if cfg.outer == "gold" and any(p.solution is None for p in train + heldout):
         raise MassError(f"outer=gold needs gold solutions, and {cfg.data} lacks some; use outer=verifier")
     device = training_device(cfg.device)
@@ -105,7 +110,8 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     if state is not None:
         scorer = load_scorer(out / "scorer").to(device)
     else:  # initialised right after the LoRA, from the same seed
-        scorer = Scorer(base.config.hidden_size, cfg.scorer_width, cfg.scorer_normalise).to(device)
+        scorer = Scorer(base.config.hidden_size, cfg.scorer_width, cfg.scorer_normalise,
+                        n_stats=len(STATS) if cfg.scorer_stats else 0).to(device)
     opt_scorer = torch.optim.Adam(scorer.parameters(), lr=cfg.scorer_lr)
     opt_gen = torch.optim.Adam(live.values(), lr=cfg.generator_lr) if cfg.generator_lr > 0 else None
     if state is not None:
@@ -185,6 +191,12 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
         with torch.no_grad():
             gold_before = _gold_ce(model, tok, target, phi0, device)
             gold_after = _gold_ce(model, tok, target, mg.phi_K, device)
+        right = graded_examples(target, syn.examples)
+        if right is not None:
+            extra["right_share"] = sum(right) / len(right)
+            auc = within_group_auc([([float(w) for w in s.detach()], right)])
+            if auc is not None:
+                extra["weight_auc"] = auc
         rows.append({
             "skipped": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m,
             "outer_after": mg.outer_loss if cfg.outer == "gold" else 1.0 - extra["reward_after"],
@@ -243,11 +255,14 @@ def evaluate_heldout(model, tok, scorer, heldout: list, cfg: MetaTrainConfig, de
     syntheses = synthesise(model, tok, [t.problem for t in heldout], cfg.adapt.m, cfg.adapt.synth, gen)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=cfg.solve_sampling.max_new_tokens)
 
-    before, after, correct_before, correct_after = [], [], [], []
+    before, after, correct_before, correct_after, groups = [], [], [], [], []
     for target, syn in zip(heldout, syntheses):
         phi = phi0
         if syn.examples:
             s = example_weights(model, tok, scorer, target.problem, syn.examples)
+            right = graded_examples(target, syn.examples)
+            if right is not None:
+                groups.append(([float(w) for w in s], right))
             with torch.enable_grad():
                 phi = adapt(model, phi0, example_batch(tok, syn.examples, device), s, cfg.adapt.lr, cfg.adapt.steps)[-1]
         before.append(_gold_ce(model, tok, target, phi0, device))
@@ -257,8 +272,22 @@ def evaluate_heldout(model, tok, scorer, heldout: list, cfg: MetaTrainConfig, de
                 text = generate(model, tok, [solve_prompt(target.problem, uses_chat_template(tok))], greedy)[0]
             correct.append(float(is_equivalent(target.answer, extract_final_answer(text))))
     n = len(heldout)
-    return {"heldout_gold_ce_before": sum(before) / n, "heldout_gold_ce_after": sum(after) / n,
-            "heldout_acc_before": sum(correct_before) / n, "heldout_acc_after": sum(correct_after) / n}
+    row = {"heldout_gold_ce_before": sum(before) / n, "heldout_gold_ce_after": sum(after) / n,
+           "heldout_acc_before": sum(correct_before) / n, "heldout_acc_after": sum(correct_after) / n}
+    graded = [c for _, right in groups for c in right]
+    if graded:  # MiniMath: the generator's share of right answers, and how well the scorer ranks them
+        row["heldout_right_share"] = sum(graded) / len(graded)
+        auc = within_group_auc(groups)
+        if auc is not None:
+            row["heldout_weight_auc"] = auc
+    return row
+
+
+def graded_examples(target, examples) -> list[bool] | None:
+    """Whether each synthesised example's answer is right (MiniMath re-solves it); None elsewhere."""
+    if solve_text(target.problem) is None:
+        return None
+    return [bool(grade_synthesised(target.problem, e.problem, e.answer)["correct"]) for e in examples]
 
 
 def _mean_rows(rows: list[dict]) -> dict:

@@ -31,7 +31,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.minimath import SUBJECTS, pretraining_problems, similar_problem
+from mass.minimath import SUBJECTS, corpus_solution, sample_fresh_problem, similar_problem
 from mass.prompts import solve_document, synth_document
 from mass.tokenizer import build_tokenizer
 
@@ -59,6 +59,8 @@ class PretrainConfig:
     synth_fraction: float = setting(0.3, "share of synthesis documents (the rest are solving documents)")
     weak_subject: str = setting("Intermediate Algebra", "subject given less weight in the corpus mixture ('' for none)")
     weak_subject_weight: float = setting(0.35, "mixture weight of the weak subject (the others have 1.0)")
+    tail_solve_weight: float = setting(0.02, "weight of the tail named operations in solving documents "
+                                       "(1.0 in synthesis documents): the generation-solving gap")
     vocab_size: int = setting(512, "BPE vocabulary size")
     tokenizer_docs: int = setting(20000, "corpus documents the tokenizer is learnt from")
     model: ModelShape = nested(ModelShape, "model shape (a small Llama)")
@@ -80,19 +82,24 @@ def subject_weights(cfg: PretrainConfig) -> dict[str, float]:
 
 
 def corpus_documents(seed: int, n: int, cfg: PretrainConfig) -> list[tuple[str, str]]:
-    """`n` (prompt, completion) documents of the pretraining mixture, from a seeded stream."""
+    """`n` (prompt, completion) documents of the pretraining mixture, from a seeded stream.
+
+    A synthesis document shows T and a worked problem of T's template at T's level or easier; a
+    solving document shows a problem and its corpus solution (terse for named operations). Tail
+    named operations are drawn `tail_solve_weight` times as often for solving as for synthesis.
+    """
     rng = random.Random(seed)
+    weights = subject_weights(cfg)
     docs = []
-    for p in pretraining_problems(seed, subject_weights=subject_weights(cfg)):
+    while len(docs) < n:
         if rng.random() < cfg.synth_fraction:
+            p = sample_fresh_problem(rng, weights, f"pretrain/{seed}/{len(docs)}")
             other = similar_problem(rng, p)
-            if other is None:
-                continue
-            docs.append(synth_document(p.problem, other.problem, other.solution))
+            if other is not None:
+                docs.append(synth_document(p.problem, other.problem, other.solution))
         else:
-            docs.append(solve_document(p.problem, p.solution))
-        if len(docs) == n:
-            return docs
+            p = sample_fresh_problem(rng, weights, f"pretrain/{seed}/{len(docs)}", tail_weight=cfg.tail_solve_weight)
+            docs.append(solve_document(p.problem, corpus_solution(p)))
     return docs
 
 

@@ -38,9 +38,16 @@ def solve_document(problem: str, solution: str) -> tuple[str, str]:
     return solve_prompt(problem), f" {solution}"
 
 
+def synth_completion(new_problem: str, new_solution: str, chat_template: bool = False) -> str:
+    """What the generator writes after the synthesis prompt (the reply, for a chat model)."""
+    if chat_template:
+        return f"New problem: {new_problem}\nSolution: {new_solution}"
+    return f" {new_problem}\nSolution: {new_solution}"
+
+
 def synth_document(problem: str, new_problem: str, new_solution: str) -> tuple[str, str]:
     """(prompt, completion) of a synthesis example, as in pretraining."""
-    return synth_prompt(problem), f" {new_problem}\nSolution: {new_solution}"
+    return synth_prompt(problem), synth_completion(new_problem, new_solution)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,15 @@
 """The scorer s_eta: a weight s_i >= 0 for each synthesised example (T, p_i, a_i).
 
-A small MLP head over frozen features of the base model (adapters off): the mean-pooled last
-hidden state of "Problem: T" and of "Problem: p_i\\nSolution: a_i". Input to the head is
-[h_T, h_i, h_T * h_i]; output a logit z_i per example. Two normalisations (setting `normalise`):
+A small MLP head over two kinds of features, both computed without gradient:
+- text: the mean-pooled last hidden state of the base model (adapters off) of "Problem: T" (h_T)
+  and of "Problem: p_i\\nSolution: a_i" (h_i);
+- confidence (`example_stats`): how surprised the model itself (adapters on, i.e. the generator
+  phi_0) is by each example: mean and largest token NLL of the whole sample under the synthesis
+  prompt, the same of the worked answer a_i under the solving prompt, and log length. A sampled
+  slip, such as a wrong digit or a wrong definition, is a low-probability token.
+Examples of one T differ little in absolute terms, so both kinds also enter standardised within
+the group of m: the head sees [h_T, h_i, h_T * h_i, z(h_i), stats_i, z(stats_i)] and gives a
+logit z_i per example. Two normalisations (setting `normalise`):
 
 - "softmax": s = softmax(z) over the m examples; weights sum to one (a weighted mean loss);
 - "sigmoid": s_i = 2 sigmoid(z_i) / m, independent and bounded in (0, 2/m).
@@ -13,6 +20,7 @@ TT-SS's uniform weighting, and meta-training moves it from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -21,31 +29,64 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mass.errors import MassError
+from mass.inner import make_sft_batch, token_logprobs
+from mass.models import uses_chat_template
+from mass.prompts import Synthesised, solve_prompt, synth_completion, synth_prompt
 
 NORMALISATIONS = ("softmax", "sigmoid")
+STATS = ("synth_mean_nll", "synth_max_nll", "answer_mean_nll", "answer_max_nll", "log_tokens")
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Each column standardised over the m examples of one T (zero when they are all equal).  (m, k)"""
+    if x.shape[0] < 2:
+        return torch.zeros_like(x)
+    return (x - x.mean(0)) / (x.std(0) + 1e-3)
 
 
 class Scorer(nn.Module):
-    def __init__(self, hidden_size: int, width: int = 64, normalise: str = "softmax") -> None:
+    def __init__(self, hidden_size: int, width: int = 64, normalise: str = "softmax", n_stats: int = 0) -> None:
         super().__init__()
         if normalise not in NORMALISATIONS:
             raise MassError(f"scorer normalisation must be one of {', '.join(NORMALISATIONS)}, got '{normalise}'")
-        self.hidden_size, self.width, self.normalise = hidden_size, width, normalise
-        self.net = nn.Sequential(nn.Linear(3 * hidden_size, width), nn.Tanh(), nn.Linear(width, 1))
+        if n_stats not in (0, len(STATS)):
+            raise MassError(f"a scorer takes either no confidence statistics or all {len(STATS)}; got {n_stats}")
+        self.hidden_size, self.width, self.normalise, self.n_stats = hidden_size, width, normalise, n_stats
+        inputs = (4 * hidden_size + 2 * n_stats) if n_stats else 3 * hidden_size  # n_stats=0: the first design
+        self.net = nn.Sequential(nn.Linear(inputs, width), nn.Tanh(), nn.Linear(width, 1))
         nn.init.zeros_(self.net[2].weight)
         nn.init.zeros_(self.net[2].bias)
 
-    def logits(self, target: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
-        """target: (d,), examples: (m, d) -> z: (m,)"""
+    def logits(self, target: torch.Tensor, examples: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
+        """target: (d,), examples: (m, d), stats: (m, n_stats) -> z: (m,)"""
         t = target.expand_as(examples)
-        return self.net(torch.cat([t, examples, t * examples], dim=-1)).squeeze(-1)
+        parts = [t, examples, t * examples]
+        if self.n_stats:
+            if stats is None or stats.shape[-1] != self.n_stats:
+                raise MassError(f"this scorer needs the {self.n_stats} example statistics (mass.scorer.example_stats)")
+            parts += [standardise(examples), stats, standardise(stats)]
+        return self.net(torch.cat(parts, dim=-1)).squeeze(-1)
 
-    def forward(self, target: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, examples: torch.Tensor, stats: torch.Tensor | None = None) -> torch.Tensor:
         """Weights s (m,), >= 0."""
-        z = self.logits(target, examples)
+        z = self.logits(target, examples, stats)
         if self.normalise == "softmax":
             return torch.softmax(z, dim=-1)
         return 2 * torch.sigmoid(z) / z.shape[-1]
+
+
+def within_group_auc(groups: list[tuple[list[float], list[bool]]]) -> float | None:
+    """How well weights rank right above wrong examples of the same T: the share of (right, wrong)
+    pairs within a group where the right one weighs more (ties count half). None without pairs."""
+    hits, pairs = 0.0, 0
+    for weights, correct in groups:
+        right = [w for w, c in zip(weights, correct) if c]
+        wrong = [w for w, c in zip(weights, correct) if not c]
+        for r in right:
+            for w in wrong:
+                hits += 1.0 if r > w else 0.5 if r == w else 0.0
+                pairs += 1
+    return hits / pairs if pairs else None
 
 
 @torch.no_grad()
@@ -53,7 +94,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> tor
     """Mean-pooled last hidden states of the base model with adapters off.  -> (n, d) float32"""
     device = next(model.parameters()).device
     out = []
-    context = model.disable_adapter() if hasattr(model, "disable_adapter") else _null()
+    context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     with context:
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
@@ -64,19 +105,35 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> tor
     return torch.cat(out)
 
 
-class _null:
-    def __enter__(self):
-        return self
+@torch.no_grad()
+def example_stats(model, tokenizer, target: str, examples: list[Synthesised]) -> torch.Tensor:
+    """The model's own surprise at each example, with its current adapter (phi_0).  -> (m, len(STATS)) float32
 
-    def __exit__(self, *exc):
-        return False
+    synth_*: token NLL of the whole sample "p_i / Solution: a_i" after the synthesis prompt for T
+    (the generator's view); answer_*: token NLL of a_i after the solving prompt for p_i (the
+    solver's view); log_tokens: log of the answer's token count.
+    """
+    device = next(model.parameters()).device
+    chat = uses_chat_template(tokenizer)
+    rows = []
+    for prompts, completions in (
+        ([synth_prompt(target, chat)] * len(examples), [synth_completion(e.problem, e.solution, chat) for e in examples]),
+        ([solve_prompt(e.problem, chat) for e in examples], [f" {e.solution}" for e in examples]),
+    ):
+        batch = make_sft_batch(tokenizer, prompts, completions, device)
+        nll = -token_logprobs(model, {}, batch.input_ids, batch.attention_mask).float()  # (m, L-1)
+        mask = batch.target_mask.float()
+        rows += [(nll * mask).sum(-1) / mask.sum(-1).clamp(min=1), (nll * mask).max(-1).values]
+    rows.append(mask.sum(-1).clamp(min=1).log())
+    return torch.stack(rows, dim=-1)
 
 
 def save_scorer(scorer: Scorer, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in scorer.state_dict().items()}, directory / "scorer.safetensors")
     (directory / "scorer.json").write_text(json.dumps(
-        {"hidden_size": scorer.hidden_size, "width": scorer.width, "normalise": scorer.normalise}, indent=2) + "\n")
+        {"hidden_size": scorer.hidden_size, "width": scorer.width, "normalise": scorer.normalise,
+         "n_stats": scorer.n_stats}, indent=2) + "\n")
 
 
 def load_scorer(directory: Path) -> Scorer:

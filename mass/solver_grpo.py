@@ -41,7 +41,7 @@ class SolverGRPOConfig:
     model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
     data: str = setting("minimath-meta", "training problems (the same as MASS meta-training)")
     limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
-    heldout: int = setting(16, "the last N problems are held out (as in meta-training), never trained on")
+    heldout: int = setting(100, "the last N problems are held out (as in meta-training), never trained on (the 100 of minimath-dev)")
     out: str = setting("runs/solver-grpo", "checkpoint directory")
     steps: int = setting(100, "GRPO steps (as MASS's meta-training steps)")
     batch_size: int = setting(4, "problems per step (as MASS)")

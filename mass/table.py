@@ -53,6 +53,28 @@ class Checkpoints:
 
 
 @dataclass
+class Tuning:
+    """One adapting method's own inference settings (tuned on minimath-dev); null: eval.adapt's."""
+    lr: float | None = setting(None, "inner SGD learning rate")
+    steps: int | None = setting(None, "inner SGD steps K")
+    m: int | None = setting(None, "examples per problem")
+
+
+def _tuned(lr: float | None = None, steps: int | None = None, m: int | None = None):
+    return lambda: Tuning(lr=lr, steps=steps, m=m)
+
+
+@dataclass
+class Tunings:
+    """Per-method inference settings, so that every adapting method runs at its own best
+    (`scripts/tune.py` measures them on minimath-dev, never on minimath-500)."""
+    ttt: Tuning = nested(_tuned(), "Base TTT")
+    ttss: Tuning = nested(_tuned(), "Base TT-SS")
+    mass_gold: Tuning = nested(_tuned(), "MASS_gold")
+    mass: Tuning = nested(_tuned(), "MASS")
+
+
+@dataclass
 class TableConfig:
     methods: list[str] = setting(list(METHODS), "methods to evaluate, in table order")
     model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
@@ -63,6 +85,7 @@ class TableConfig:
     train_missing: bool = setting(True, "train a checkpoint that does not exist yet (else it is an error)")
     reuse: bool = setting(False, "keep a method's existing JSON in out if it was made with the same settings")
     checkpoints: Checkpoints = nested(Checkpoints, "trained checkpoints per method")
+    tuned: Tunings = nested(Tunings, "per-method inference settings (override eval.adapt for that method)")
     eval: EvalConfig = nested(EvalConfig, "evaluation settings shared by every method (method, model, data, "
                               "limit, seed, out, checkpoint are set by the table)")
     meta_train: MetaTrainConfig = nested(MetaTrainConfig, "meta-training of missing MASS/MASS_gold checkpoints")
@@ -85,7 +108,8 @@ def run(cfg: TableConfig) -> dict:
             ckpts[method] = ensure_checkpoint(method, cfg)
     for method in cfg.methods:
         eval_cfg = replace(cfg.eval, method=method, model=cfg.model, data=cfg.data, limit=cfg.limit, seed=cfg.seed,
-                           checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"))
+                           checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"),
+                           adapt=method_adapt(cfg, method))
         results[method] = _reused(eval_cfg) if cfg.reuse else None
         if results[method] is None:
             dist.print0(f"\n== {LABELS[method]} ({method}) ==")
@@ -108,6 +132,14 @@ def run(cfg: TableConfig) -> dict:
         print(f"wrote {out}/table.md, table.json, per-method JSON and figures "
               f"({meta['wall_seconds']:.0f} s in all)")
     return results
+
+
+def method_adapt(cfg: TableConfig, method: str):
+    """eval.adapt with the method's own tuned settings (if any) in place."""
+    tuning = getattr(cfg.tuned, method.replace("-", "_"), None)
+    if tuning is None:
+        return cfg.eval.adapt
+    return replace(cfg.eval.adapt, **{k: v for k, v in vars(tuning).items() if v is not None})
 
 
 def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:

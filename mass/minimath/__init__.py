@@ -19,7 +19,7 @@ import functools
 import random
 from collections.abc import Iterator
 
-from mass.minimath.templates import BY_SUBJECT, SUBJECTS, TEMPLATES, Template, render, solve_text
+from mass.minimath.templates import BY_SUBJECT, SUBJECTS, TEMPLATES, Template, match_template, render, solve_text
 from mass.tasks.problem import Problem
 
 # MATH-500's subject counts and level mix (shared/data/README.md).
@@ -97,38 +97,59 @@ def make_split(name: str) -> list[Problem]:
 DEFAULT_SUBJECT_WEIGHTS = {s: 1.0 for s in SUBJECTS}
 
 
+def sample_fresh_problem(rng: random.Random, subject_weights: dict[str, float], pid: str,
+                         tail_weight: float = 1.0) -> Problem:
+    """One problem of the pretraining distribution, never a held-out text.
+
+    Subjects follow `subject_weights`; within a subject templates are uniform, except that the
+    tail named operations get `tail_weight` (the corpus solves them rarely); levels are uniform.
+    """
+    subjects = list(subject_weights)
+    held_out = _held_out_texts()
+    while True:
+        subject = rng.choices(subjects, weights=[subject_weights[s] for s in subjects])[0]
+        templates = BY_SUBJECT[subject]
+        template = rng.choices(templates, weights=[tail_weight if t.tail else 1.0 for t in templates])[0]
+        p = sample_problem(rng, template, rng.randint(1, 5), pid)
+        if p.problem not in held_out:
+            return p
+
+
 def pretraining_problems(seed: int, limit: int | None = None, prefix: str = "pretrain",
                          subject_weights: dict[str, float] | None = None) -> Iterator[Problem]:
-    """An endless (or `limit`-long) seeded stream of problems that avoids all held-out texts.
-
-    Levels are uniform; subjects follow `subject_weights` (the pretraining mixture).
-    """
+    """An endless (or `limit`-long) seeded stream of problems that avoids all held-out texts."""
     weights = subject_weights or DEFAULT_SUBJECT_WEIGHTS
-    subjects = list(weights)
-    held_out = _held_out_texts()
     rng = random.Random(seed)
     i = 0
     while limit is None or i < limit:
-        subject = rng.choices(subjects, weights=[weights[s] for s in subjects])[0]
-        p = sample_problem(rng, rng.choice(BY_SUBJECT[subject]), rng.randint(1, 5), f"{prefix}/{i}")
-        if p.problem in held_out:
-            continue
-        yield p
+        yield sample_fresh_problem(rng, weights, f"{prefix}/{i}")
         i += 1
 
 
 def similar_problem(rng: random.Random, problem: Problem) -> Problem | None:
-    """A fresh problem from the same template and level (the synthesis target in pretraining)."""
+    """A fresh problem of the same template, at T's level or easier (the synthesis target in pretraining).
+
+    Easier instances are what a teacher writes for practice, and what a model can get right more
+    often than T itself."""
     solved = solve_text(problem.problem)
     if solved is None:
         return None
     template = solved[0]
     held_out = _held_out_texts()
     for _ in range(20):
-        p = sample_problem(rng, template, problem.level or 3, problem.id + "/similar")
+        p = sample_problem(rng, template, rng.randint(1, problem.level or 3), problem.id + "/similar")
         if p.problem != problem.problem and p.problem not in held_out:
             return p
     return None
+
+
+def corpus_solution(problem: Problem) -> str:
+    """How the corpus's solving documents write a problem's solution: terse steps for named
+    operations (the definition is not restated), the gold solution otherwise."""
+    matched = match_template(problem.problem)
+    if matched is None or matched[0].terse is None:
+        return problem.solution
+    return solution_text(matched[0].terse(matched[1]), problem.answer)
 
 
 def kindred_problems(rng: random.Random, problem: Problem, m: int) -> list[Problem] | None:
@@ -150,6 +171,15 @@ def kindred_problems(rng: random.Random, problem: Problem, m: int) -> list[Probl
             if len(out) == m:
                 break
     return out
+
+
+def problem_kind(problem: str) -> str | None:
+    """"tail operation", "named operation" or "classic" for a MiniMath problem text, else None."""
+    matched = match_template(problem)
+    if matched is None:
+        return None
+    template = matched[0]
+    return "tail operation" if template.tail else "named operation" if template.terse else "classic"
 
 
 def grade_synthesised(target: str, problem: str, answer: str) -> dict:

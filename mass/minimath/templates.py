@@ -12,6 +12,7 @@ so a small model can learn the easy levels and struggles on the hard ones, as a 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -39,6 +40,10 @@ class Template:
     wordings: tuple[str, ...]
     sample: Callable[[random.Random, int], Slots]  # (rng, level) -> slot values
     solve: Callable[[Slots], tuple[str, str]]  # slot values -> (worked steps, final answer)
+    # named operations only: the terse steps that pretraining's solving documents use (no definition
+    # restated), and whether the operation is in the long tail (rarely solved in the corpus)
+    terse: Callable[[Slots], str] | None = None
+    tail: bool = False
 
 
 # --- formatting helpers ----------------------------------------------------------------------
@@ -471,6 +476,126 @@ def _radians_solve(s):
     return f"Multiply by $\\frac{{\\pi}}{{180}}$: ${s['d']} \\cdot \\frac{{\\pi}}{{180}} = {pi_tex(x)}$.", pi_tex(x)
 
 
+# --- Named operations ------------------------------------------------------------------------
+# Operations known by name, like the rarer techniques of MATH: "Compute $\operatorname{zorb}(3, 4)$."
+# The definition is knowledge, not part of the problem. Their gold (and synthesis) solutions state
+# the definition first ("By definition, zorb(a, b) = 2a + b, so ..."); the corpus's solving documents
+# use terse steps without it, and for the tail operations those are rare. So the model can write
+# correct worked examples of a tail operation long before it can answer one cold: the generation-
+# solving gap that test-time training on self-written examples can close (README, "The world").
+
+@dataclass(frozen=True)
+class Form:
+    """A two-argument formula: its definition in TeX (a, b as variables) and its value."""
+    tex: Callable[[int, int], str]  # (p, q) -> "pa + qb"
+    plug: Callable[[int, int, int, int], str]  # (p, q, x, y) -> "p \\cdot x + q \\cdot y"
+    mid: Callable[[int, int, int, int], str]  # (p, q, x, y) -> "6 + 12": the evaluated terms
+    mod: bool = False  # the value is a remainder mod q
+
+
+def _sum_tex(*terms: int) -> str:
+    """12 + (-3) as "12 - 3": the evaluated terms of a formula, one arithmetic step before the value."""
+    out = str(terms[0])
+    for t in terms[1:]:
+        out += f" - {-t}" if t < 0 else f" + {t}"
+    return out
+
+
+FORMS = {
+    "lin": Form(lambda p, q: f"{p}a + {q}b", lambda p, q, x, y: f"{p} \\cdot {par(x)} + {q} \\cdot {par(y)}",
+                lambda p, q, x, y: _sum_tex(p * x, q * y)),
+    "diff": Form(lambda p, q: f"{p}a - {q}b", lambda p, q, x, y: f"{p} \\cdot {par(x)} - {q} \\cdot {par(y)}",
+                 lambda p, q, x, y: _sum_tex(p * x, -q * y)),
+    "prod": Form(lambda p, q: f"ab + {p}", lambda p, q, x, y: f"{par(x)} \\cdot {par(y)} + {p}",
+                 lambda p, q, x, y: _sum_tex(x * y, p)),
+    "prodminus": Form(lambda p, q: f"ab - {p}a", lambda p, q, x, y: f"{par(x)} \\cdot {par(y)} - {p} \\cdot {par(x)}",
+                      lambda p, q, x, y: _sum_tex(x * y, -p * x)),
+    "shift": Form(lambda p, q: f"(a + {p})(b + {q})", lambda p, q, x, y: f"({x} + {p})({y} + {q})",
+                  lambda p, q, x, y: f"{x + p} \\cdot {par(y + q)}"),
+    "sq": Form(lambda p, q: f"a^2 + {p}b", lambda p, q, x, y: f"{par(x)}^2 + {p} \\cdot {par(y)}",
+               lambda p, q, x, y: _sum_tex(x * x, p * y)),
+    "sqdiff": Form(lambda p, q: f"a^2 - {p}b", lambda p, q, x, y: f"{par(x)}^2 - {p} \\cdot {par(y)}",
+                   lambda p, q, x, y: _sum_tex(x * x, -p * y)),
+    "sqsum": Form(lambda p, q: f"a^2 + b^2 + {p}", lambda p, q, x, y: f"{par(x)}^2 + {par(y)}^2 + {p}",
+                  lambda p, q, x, y: _sum_tex(x * x, y * y, p)),
+    "scaled": Form(lambda p, q: f"{p}(a + b)", lambda p, q, x, y: f"{p}({x} + {par(y)})",
+                   lambda p, q, x, y: f"{p} \\cdot {par(x + y)}"),
+    "cross": Form(lambda p, q: f"{p}ab - b", lambda p, q, x, y: f"{p} \\cdot {par(x)} \\cdot {par(y)} - {par(y)}",
+                  lambda p, q, x, y: _sum_tex(p * x * y, -y)),
+    "mod": Form(lambda p, q: f"{p}a + b", lambda p, q, x, y: f"{p} \\cdot {x} + {y}",
+                lambda p, q, x, y: _sum_tex(p * x, y), mod=True),
+    "pairs": Form(lambda p, q: f"\\dbinom{{a}}{{2}} + {p}b", lambda p, q, x, y: f"\\dbinom{{{x}}}{{2}} + {p} \\cdot {y}",
+                  lambda p, q, x, y: _sum_tex(x * (x - 1) // 2, p * y)),
+}
+
+
+# (subject, name, form, p, q, tail): one fixed operation each. Per subject one common operation
+# and a tail; Intermediate Algebra, the weakest subject, has the most tail operations.
+OPERATIONS = (
+    ("Prealgebra", "zorb", "lin", 2, 3, False), ("Prealgebra", "quill", "scaled", 3, 0, True),
+    ("Prealgebra", "mox", "lin", 4, 5, True),
+    ("Algebra", "flem", "diff", 3, 2, False), ("Algebra", "grot", "prod", 5, 0, True),
+    ("Algebra", "plex", "shift", 1, 2, True), ("Algebra", "wend", "prodminus", 2, 0, True),
+    ("Intermediate Algebra", "snib", "sq", 2, 0, False), ("Intermediate Algebra", "trul", "sqdiff", 3, 0, True),
+    ("Intermediate Algebra", "vorn", "cross", 2, 0, True), ("Intermediate Algebra", "kelp", "sqsum", 1, 0, True),
+    ("Intermediate Algebra", "drax", "shift", 3, 1, True),
+    ("Number Theory", "mep", "mod", 2, 7, False), ("Number Theory", "yolk", "mod", 3, 5, True),
+    ("Number Theory", "fisk", "mod", 4, 9, True),
+    ("Counting & Probability", "brill", "pairs", 2, 0, False), ("Counting & Probability", "chup", "pairs", 3, 0, True),
+    ("Geometry", "pell", "scaled", 2, 0, False), ("Geometry", "rusk", "prod", 4, 0, True),
+    ("Precalculus", "gix", "sqsum", 2, 0, False), ("Precalculus", "hult", "cross", 3, 0, True),
+)
+
+
+def _op_sample(rng, level, nonnegative=False):
+    """Small arguments: the difficulty is knowing the operation, not the arithmetic."""
+    hi = (3, 4, 6, 8, 9)[level - 1]
+    lo = 1 if level <= 3 else (0 if nonnegative else -(hi // 2))
+    return {"x": rng.randint(lo, hi), "y": rng.randint(lo, hi)}
+
+
+def _op_definition(name: str, form: Form, p: int, q: int) -> str:
+    if form.mod:
+        return f"$\\operatorname{{{name}}}(a, b)$ is the remainder when ${form.tex(p, q)}$ is divided by ${q}$"
+    return f"$\\operatorname{{{name}}}(a, b) = {form.tex(p, q)}$"
+
+
+def _op_steps(name: str, form: Form, p: int, q: int, s: Slots) -> tuple[str, str]:
+    """(terse steps, answer): the computation alone, as the corpus's solving documents write it."""
+    x, y = s["x"], s["y"]
+    if form.mod:
+        if x < 0 or y < 0:
+            raise ValueError("remainders of non-negative numbers only")
+        v = p * x + y
+        return (f"${form.plug(p, q, x, y)} = {form.mid(p, q, x, y)} = {v}$, and ${v} = {q} \\cdot {v // q} + {v % q}$, so "
+                f"$\\operatorname{{{name}}}({x}, {y}) = {v % q}$.", str(v % q))
+    v = _evaluate(form.mid(p, q, x, y))
+    return f"$\\operatorname{{{name}}}({x}, {y}) = {form.plug(p, q, x, y)} = {form.mid(p, q, x, y)} = {v}$.", str(v)
+
+
+def _evaluate(terms: str) -> int:
+    """The value of "6 - 12 + 3" or "5 \\cdot (-4)", the only shapes `Form.mid` writes."""
+    if "\\cdot" in terms:
+        a, b = terms.split("\\cdot")
+        return int(a) * int(b.strip().strip("()"))
+    return sum(int(t.replace(" ", "")) for t in re.findall(r"[+-]?\s*\d+", terms))
+
+
+def _operation(subject: str, name: str, form_name: str, p: int, q: int, tail: bool) -> Template:
+    form = FORMS[form_name]
+
+    def solve(s: Slots) -> tuple[str, str]:
+        steps, answer = _op_steps(name, form, p, q, s)
+        return f"By definition, {_op_definition(name, form, p, q)}. So {steps[0].lower()}{steps[1:]}", answer
+
+    return Template(subject, f"op_{name}",
+                    (f"Compute $\\operatorname{{{name}}}(<x>, <y>)$.", f"What is $\\operatorname{{{name}}}(<x>, <y>)$?"),
+                    functools.partial(_op_sample, nonnegative=form.mod), solve, terse=lambda s: _op_steps(name, form, p, q, s)[0], tail=tail)
+
+
+NAMED_OPERATIONS: tuple[Template, ...] = tuple(_operation(*op) for op in OPERATIONS)
+
+
 _VEC1 = "\\begin{pmatrix} <a> \\\\ <b> \\end{pmatrix}"
 _VEC2 = "\\begin{pmatrix} <c> \\\\ <d> \\end{pmatrix}"
 
@@ -560,7 +685,7 @@ TEMPLATES: tuple[Template, ...] = (
              (f"Compute $<k> {_VEC1} + {_VEC2}$.", f"Find $<k> {_VEC1} + {_VEC2}$."), _vec_sample, _vsum_solve),
     Template("Precalculus", "degrees_to_radians",
              ("Convert $<d>^\\circ$ to radians.", "What is $<d>^\\circ$ in radians?"), _radians_sample, _radians_solve),
-)
+) + NAMED_OPERATIONS
 
 BY_SUBJECT: dict[str, tuple[Template, ...]] = {s: tuple(t for t in TEMPLATES if t.subject == s) for s in SUBJECTS}
 
@@ -587,23 +712,29 @@ def wording_regex(wording: str) -> re.Pattern[str]:
 _MATCHERS = tuple((t, wording_regex(w)) for t in TEMPLATES for w in t.wordings)
 
 
+def match_template(problem: str) -> tuple[Template, Slots] | None:
+    """(template, slot values) of a problem text in a MiniMath wording, else None."""
+    text = problem.strip()
+    for template, pattern in _MATCHERS:
+        m = pattern.fullmatch(text)
+        if m is not None:
+            slots = {k: int(v) for k, v in m.groupdict().items()}
+            return None if any(abs(v) > 10**6 for v in slots.values()) else (template, slots)
+    return None
+
+
 def solve_text(problem: str) -> tuple[Template, str, str] | None:
     """(template, worked solution, answer) for a problem text in a MiniMath wording, else None.
 
     This grades synthesised problems: the model may write any numbers into a wording, and the
     template's solver recomputes the true answer from them. Unsolvable values give None.
     """
-    text = problem.strip()
-    for template, pattern in _MATCHERS:
-        m = pattern.fullmatch(text)
-        if m is None:
-            continue
-        slots = {k: int(v) for k, v in m.groupdict().items()}
-        if any(abs(v) > 10**6 for v in slots.values()):
-            return None
-        try:
-            steps, answer = template.solve(slots)
-        except (ZeroDivisionError, ValueError):
-            return None
-        return template, steps, answer
-    return None
+    matched = match_template(problem)
+    if matched is None:
+        return None
+    template, slots = matched
+    try:
+        steps, answer = template.solve(slots)
+    except (ZeroDivisionError, ValueError):
+        return None
+    return template, steps, answer

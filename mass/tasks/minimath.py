@@ -6,9 +6,16 @@ from mass.minimath import make_split
 from mass.tasks import Task
 
 
-def _loader(split: str):
+# The last DEV_SIZE problems of minimath-meta: meta-training and Solver GRPO hold them out (their
+# default `heldout`), so inference settings are tuned on them, never on minimath-500.
+DEV_SIZE = 100
+
+
+def _loader(split: str, last: int | None = None):
     def load(limit: int | None) -> list:
         problems = make_split(split)
+        if last is not None:
+            problems = problems[-last:]
         return problems if limit is None else problems[:limit]
 
     return load
@@ -17,5 +24,7 @@ def _loader(split: str):
 TASKS = {
     "minimath-500": Task("minimath-500", _loader("minimath-500"), "MiniMath test: MATH-500's subject and level mix"),
     "minimath-meta": Task("minimath-meta", _loader("minimath-meta"), "MiniMath meta-training set: 1,000 problems"),
+    "minimath-dev": Task("minimath-dev", _loader("minimath-meta", last=DEV_SIZE),
+                         "the last 100 minimath-meta problems, held out of meta-training: tune inference settings here"),
     "minimath-train": Task("minimath-train", _loader("minimath-train"), "MiniMath pretraining-distribution pool"),
 }
