@@ -103,6 +103,9 @@ def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Sco
                                     task, answer_sampling, generator)
     for record, syn in zip(records, syntheses):
         record.update(n_dropped=syn.n_dropped, seconds_generate=round(generate_seconds, 4))
+        if syn.n_dropped:  # what the model wrote that could not be used, to see why (first 2, cut)
+            kept = set(syn.example_completions)
+            record["dropped_samples"] = [c[:400] for c in syn.completions if c not in kept][:2]
     return records
 
 

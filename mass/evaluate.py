@@ -40,7 +40,7 @@ from mass.tasks import load_task
 class EvalConfig:
     method: str = setting("base", "test-time method: base, ttt, ttss, solver-grpo, mass-gold, mass")
     checkpoint: str = setting("", "checkpoint directory: `mass meta-train` (mass, mass-gold) or `mass grpo` (solver-grpo)")
-    model: str = setting("", "model: local path or hub id; empty means the embedded MiniMath model")
+    model: str = setting("", "model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
     data: str = setting("minimath-500", "task name (minimath-500, math500, gsm8k, ...) or a .jsonl file")
     limit: int | None = setting(None, "evaluate only the first N problems")
     train_data: str = setting("minimath-train", "ttt: training problems with gold solutions, m drawn per problem")

@@ -60,7 +60,7 @@ def _synth_sampling() -> SamplingConfig:
 
 @dataclass
 class HeadroomConfig:
-    model: str = setting("", "model: local path or hub id; empty means the embedded MiniMath model")
+    model: str = setting("", "model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
     data: str = setting("minimath-500", "task name or .jsonl file whose problems are adapted to")
     per_subject: int = setting(20, "first N problems of each subject (0: no per-subject cap)")
     limit: int | None = setting(None, "then at most this many problems")

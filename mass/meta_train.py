@@ -62,7 +62,7 @@ def solve_sampling_default() -> SamplingConfig:
 @dataclass
 class MetaTrainConfig:
     outer: Literal["gold", "verifier"] = setting("verifier", "outer loss: gold (MASS_gold) or verifier (MASS, GRPO)")
-    model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
+    model: str = setting("", "base model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
     data: str = setting("minimath-meta", "meta-training problems (the paper: 1,000)")
     limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
     heldout: int = setting(100, "the last N problems of data are held out for evaluation, never trained on (the 100 of minimath-dev)")

@@ -1,7 +1,8 @@
 """Loading causal LMs (the embedded checkpoint or any Hugging Face model), LoRA, and sampling.
 
 `load_model(None)` gives the embedded MiniMath model shipped in the package; any local path or
-hub id works the same way through `AutoModelForCausalLM` / `AutoTokenizer`. Prompts are plain
+hub id works the same way through `AutoModelForCausalLM` / `AutoTokenizer`, and so does a
+llama.cpp `.gguf` file (dequantised by transformers; `pip install gguf`). Prompts are plain
 strings or chat messages; a tokenizer with a chat template renders messages with it.
 
     model, tok = load_model("meta-llama/Llama-3.1-8B-Instruct", dtype="bfloat16", device="cuda")
@@ -102,9 +103,17 @@ def load_model(name: str | None = None, dtype: str = "float32", device: str | to
     path = resolve_model_name(name)
     if dtype not in DTYPES:
         raise MassError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    where, extra = path, {}
+    if path.endswith(".gguf"):  # a llama.cpp file: transformers dequantises it (needs the `gguf` package)
+        if not Path(path).is_file():
+            raise MassError(f"GGUF file not found: {path}")
+        where, extra = str(Path(path).parent), {"gguf_file": Path(path).name}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+                                                     **extra)
+    except ImportError as e:
+        raise MassError(f"could not load model '{path}': {str(e).splitlines()[0]}") from None
     except (OSError, ValueError) as e:
         hint = "" if Path(path).exists() else " (not a local directory; as a hub id it needs the network)"
         raise MassError(f"could not load model '{path}'{hint}: {str(e).splitlines()[0]}") from None

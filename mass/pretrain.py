@@ -49,7 +49,7 @@ class ModelShape:
 class PretrainConfig:
     out: str = setting("runs/pretrain", "output directory: a Hugging Face checkpoint plus log and curve")
     seed: int = setting(0, "seed for the corpus stream, the tokenizer sample and the weights")
-    steps: int = setting(2000, "optimizer steps")
+    steps: int = setting(1200, "optimizer steps")
     batch_size: int = setting(32, "sequences per step")
     seq_len: int = setting(256, "tokens per sequence (documents are packed)")
     lr: float = setting(2e-3, "peak learning rate (AdamW, linear warm-up, cosine decay to 10%)")

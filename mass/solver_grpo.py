@@ -38,7 +38,7 @@ from mass.prompts import solve_prompt
 
 @dataclass
 class SolverGRPOConfig:
-    model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
+    model: str = setting("", "base model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
     data: str = setting("minimath-meta", "training problems (the same as MASS meta-training)")
     limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
     heldout: int = setting(100, "the last N problems are held out (as in meta-training), never trained on (the 100 of minimath-dev)")

@@ -30,7 +30,7 @@ from mass.tasks import load_task
 
 @dataclass
 class SynthConfig:
-    model: str = setting("", "model: local path or hub id; empty means the embedded MiniMath model")
+    model: str = setting("", "model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
     data: str = setting("minimath-500", "task whose problems are the targets")
     limit: int | None = setting(100, "number of target problems (null: all)")
     m: int = setting(4, "synthesised examples per target")

@@ -77,7 +77,7 @@ class Tunings:
 @dataclass
 class TableConfig:
     methods: list[str] = setting(list(METHODS), "methods to evaluate, in table order")
-    model: str = setting("", "base model: local path or hub id; empty means the embedded MiniMath model")
+    model: str = setting("", "base model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
     data: str = setting("minimath-500", "evaluation task or .jsonl file")
     limit: int | None = setting(None, "evaluate only the first N problems (a fixed subset)")
     seed: int = setting(0, "sampling seed, the same for every method")
@@ -262,15 +262,17 @@ def plot_gains_by_subject(base: dict, mass: dict, path: Path) -> None:
 
 
 def plot_training_curves(metrics: dict[str, Path], path: Path) -> None:
-    """Three panels per trained checkpoint: the training reward (10-step mean), the scorer's
-    weight scale (m * mean weight; 1 = uniform), and the held-out gold CE before/after adaptation."""
+    """Four panels per trained checkpoint: the training reward (10-step mean), the scorer's
+    weight scale (m * mean weight; 1 = uniform), the held-out gold CE before/after adaptation, and
+    the mechanism on held-out problems: share of right synthesised answers (the generator) and the
+    within-T AUC of the weights against correctness (the scorer)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"mass": "#1f6feb", "mass-gold": "#8250df", "solver-grpo": "#bc4c00"}
-    fig, (reward_ax, weight_ax, held_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (reward_ax, weight_ax, held_ax, mech_ax) = plt.subplots(1, 4, figsize=(20, 4))
     for method, file in metrics.items():
         rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
         colour, label = colours.get(method), LABELS[method]
@@ -292,11 +294,18 @@ def plot_training_curves(metrics: dict[str, Path], path: Path) -> None:
                          label=f"{label}: after adaptation")
             held_ax.plot(steps, [r["heldout_gold_ce_before"] for r in held], marker="x", linestyle="--",
                          color=colour, alpha=0.6, label=f"{label}: before adaptation")
+        for key, style, what in (("heldout_right_share", "-", "right answers"), ("heldout_weight_auc", "--", "weight AUC")):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                mech_ax.plot([p for p, _ in points], [v for _, v in points], marker="o", linestyle=style, color=colour,
+                             label=f"{label}: {what}")
     reward_ax.set(xlabel="step", ylabel="mean reward (10-step mean)", title="training reward (verifier)")
     weight_ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     weight_ax.set(xlabel="step", ylabel="m x mean example weight (1 = uniform)", title="scorer weight scale")
     held_ax.set(xlabel="step", ylabel="gold CE (nats/token)", title="held-out meta-training problems")
-    for ax in (reward_ax, weight_ax, held_ax):
+    mech_ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    mech_ax.set(xlabel="step", ylabel="share / AUC", ylim=(0, 1), title="held-out: generator and scorer")
+    for ax in (reward_ax, weight_ax, held_ax, mech_ax):
         ax.title.set_fontsize(10)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

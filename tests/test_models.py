@@ -62,3 +62,34 @@ def test_seeded_lora_init_is_reproducible_and_leaves_the_global_rng_alone(tiny_t
     b = {n: p.detach() for n, p in attach_lora(models[1], seed=3).named_parameters() if "lora_A" in n}
     c = {n: p.detach() for n, p in attach_lora(models[2], seed=4).named_parameters() if "lora_A" in n}
     assert a and all(torch.equal(a[n], b[n]) for n in a) and not all(torch.equal(a[n], c[n]) for n in a)
+
+
+def test_a_missing_gguf_file_is_a_clear_error(tmp_path):
+    with pytest.raises(MassError, match="GGUF file not found"):
+        load_model(str(tmp_path / "model.Q4_1.gguf"))
+
+
+@pytest.mark.parametrize("init", ["default", "gaussian", "orthogonal"])
+def test_every_lora_init_starts_as_a_no_op(tiny_model_dir, init):
+    from mass.models import LoraSettings
+
+    model, tok = load_model(str(tiny_model_dir))
+    ids = tok(["Problem: Compute $1 + 2$."], return_tensors="pt")
+    with torch.no_grad():
+        before = model(**ids).logits
+    lora = LoraSettings(rank=4, init=init, targets=["q_proj", "v_proj", "gate_proj"])
+    peft_model = attach_lora(model, lora.rank, lora.alpha, lora.targets, seed=0, init=init)
+    with torch.no_grad():
+        after = peft_model(**ids).logits
+    b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert torch.allclose(before, after, atol=1e-5)
+    assert any(p.abs().sum() > 0 for p in b) == (init == "orthogonal")  # orthogonal: both A and B move at step 1
+
+
+def test_lora_settings_reject_unknown_inits_and_odd_orthogonal_ranks():
+    from mass.models import LoraSettings
+
+    with pytest.raises(MassError, match="lora.init"):
+        LoraSettings(init="pissa")
+    with pytest.raises(MassError, match="even rank"):
+        LoraSettings(rank=5, init="orthogonal")

@@ -40,8 +40,8 @@ class Template:
     wordings: tuple[str, ...]
     sample: Callable[[random.Random, int], Slots]  # (rng, level) -> slot values
     solve: Callable[[Slots], tuple[str, str]]  # slot values -> (worked steps, final answer)
-    # named operations only: the terse steps that pretraining's solving documents use (no definition
-    # restated), and whether the operation is in the long tail (rarely solved in the corpus)
+    # named operations only: the answer-only line that pretraining's solving documents use (no
+    # definition, no steps), and whether the operation is in the long tail (rarely solved in the corpus)
     terse: Callable[[Slots], str] | None = None
     tail: bool = False
 
@@ -478,11 +478,16 @@ def _radians_solve(s):
 
 # --- Named operations ------------------------------------------------------------------------
 # Operations known by name, like the rarer techniques of MATH: "Compute $\operatorname{zorb}(3, 4)$."
-# The definition is knowledge, not part of the problem. Their gold (and synthesis) solutions state
-# the definition first ("By definition, zorb(a, b) = 2a + b, so ..."); the corpus's solving documents
-# use terse steps without it, and for the tail operations those are rare. So the model can write
-# correct worked examples of a tail operation long before it can answer one cold: the generation-
-# solving gap that test-time training on self-written examples can close (README, "The world").
+# The definition is knowledge, not part of the problem. Gold (and synthesis) solutions work it out:
+# "By definition, zorb(a, b) = 2a + 3b. So zorb(3, 4) = 2 * 3 + 3 * 4 = 6 + 12 = 18." The corpus's
+# solving documents for named operations state only the result ("zorb(3, 4) = 18"), and solve the
+# tail operations rarely. So the model learns to *write* worked examples of every operation (from
+# the synthesis documents) but answers a named operation cold in one step, which it can only do for
+# the common ones it has memorised. A worked example in the solving format switches it to working
+# the operation out: the generation-solving gap that test-time training on its own examples closes.
+# (A first version wrote the steps in the solving documents too, without the definition; the model
+# then solved the tail operations as well as the common ones: its knowledge of a definition is
+# keyed on the operation's name and transferred from the synthesis documents, so there was no gap.)
 
 @dataclass(frozen=True)
 class Form:
@@ -491,6 +496,7 @@ class Form:
     plug: Callable[[int, int, int, int], str]  # (p, q, x, y) -> "p \\cdot x + q \\cdot y"
     mid: Callable[[int, int, int, int], str]  # (p, q, x, y) -> "6 + 12": the evaluated terms
     mod: bool = False  # the value is a remainder mod q
+    nonnegative: bool = False  # arguments are never negative (remainders, binomial coefficients)
 
 
 def _sum_tex(*terms: int) -> str:
@@ -523,9 +529,9 @@ FORMS = {
     "cross": Form(lambda p, q: f"{p}ab - b", lambda p, q, x, y: f"{p} \\cdot {par(x)} \\cdot {par(y)} - {par(y)}",
                   lambda p, q, x, y: _sum_tex(p * x * y, -y)),
     "mod": Form(lambda p, q: f"{p}a + b", lambda p, q, x, y: f"{p} \\cdot {x} + {y}",
-                lambda p, q, x, y: _sum_tex(p * x, y), mod=True),
+                lambda p, q, x, y: _sum_tex(p * x, y), mod=True, nonnegative=True),
     "pairs": Form(lambda p, q: f"\\dbinom{{a}}{{2}} + {p}b", lambda p, q, x, y: f"\\dbinom{{{x}}}{{2}} + {p} \\cdot {y}",
-                  lambda p, q, x, y: _sum_tex(x * (x - 1) // 2, p * y)),
+                  lambda p, q, x, y: _sum_tex(x * (x - 1) // 2, p * y), nonnegative=True),
 }
 
 
@@ -561,11 +567,11 @@ def _op_definition(name: str, form: Form, p: int, q: int) -> str:
 
 
 def _op_steps(name: str, form: Form, p: int, q: int, s: Slots) -> tuple[str, str]:
-    """(terse steps, answer): the computation alone, as the corpus's solving documents write it."""
+    """(worked steps, answer): the computation after the definition is stated."""
     x, y = s["x"], s["y"]
+    if form.nonnegative and (x < 0 or y < 0):
+        raise ValueError("this operation takes non-negative arguments")
     if form.mod:
-        if x < 0 or y < 0:
-            raise ValueError("remainders of non-negative numbers only")
         v = p * x + y
         return (f"${form.plug(p, q, x, y)} = {form.mid(p, q, x, y)} = {v}$, and ${v} = {q} \\cdot {v // q} + {v % q}$, so "
                 f"$\\operatorname{{{name}}}({x}, {y}) = {v % q}$.", str(v % q))
@@ -588,9 +594,12 @@ def _operation(subject: str, name: str, form_name: str, p: int, q: int, tail: bo
         steps, answer = _op_steps(name, form, p, q, s)
         return f"By definition, {_op_definition(name, form, p, q)}. So {steps[0].lower()}{steps[1:]}", answer
 
+    def answer_only(s: Slots) -> str:
+        return f"$\\operatorname{{{name}}}({s['x']}, {s['y']}) = {_op_steps(name, form, p, q, s)[1]}$."
+
     return Template(subject, f"op_{name}",
                     (f"Compute $\\operatorname{{{name}}}(<x>, <y>)$.", f"What is $\\operatorname{{{name}}}(<x>, <y>)$?"),
-                    functools.partial(_op_sample, nonnegative=form.mod), solve, terse=lambda s: _op_steps(name, form, p, q, s)[0], tail=tail)
+                    functools.partial(_op_sample, nonnegative=form.nonnegative), solve, terse=answer_only, tail=tail)
 
 
 NAMED_OPERATIONS: tuple[Template, ...] = tuple(_operation(*op) for op in OPERATIONS)
