@@ -20,7 +20,12 @@ $(VENV)/.installed: pyproject.toml
 # The main job: the paper's table on minimath-500 from the shipped checkpoints (all six methods),
 # over NPROC single-threaded processes (the embedded model is too small for threads to help).
 NPROC ?= 2
+# Checkpoints that are neither shipped nor in results/ are trained first, in one process.
+CKPT_DIRS := $(foreach m,mass mass-gold solver-grpo,mass/assets/checkpoints/$(m) results/minimath-500/checkpoints/$(m))
 demo: setup
+	@n=0; for d in $(CKPT_DIRS); do [ -f $$d/mass.json ] && n=$$((n+1)); done; \
+	if [ $$n -lt 3 ]; then echo "training the missing checkpoints first (one process)"; \
+	  $(MASS) table train_only=true; fi
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m mass table
 
 # The whole reproduction from scratch: pretraining, meta-training, Solver GRPO, the table.

@@ -70,9 +70,12 @@ class SamplingConfig:
 
 @dataclass
 class LoraSettings:
-    rank: int = setting(8, "LoRA rank")
+    # rank 16 on every linear layer: on the embedded model a test-time step on q, k, v, o at rank 8
+    # could hardly learn even T's own solution (`mass headroom`, README "The inner step")
+    rank: int = setting(16, "LoRA rank")
     alpha: float = setting(16.0, "LoRA alpha (scale alpha/rank)")
-    targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA adapters")
+    targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                 "module names that get LoRA adapters")
     init: str = setting("default", "LoRA initialisation: default (B = 0, A random), gaussian, orthogonal "
                         "(A and B both random with BA = 0, so the first SGD step moves both)")
 
@@ -145,7 +148,7 @@ def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                        target_modules=target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
+                        target_modules=target_modules or LoraSettings().targets,
                         init_lora_weights=LORA_INITS[init])
     if seed is None:
         return get_peft_model(model, config)

@@ -10,7 +10,7 @@ Evaluates every method on the same problems with the same seed and writes, under
 
 Methods that need a trained checkpoint (mass, mass-gold, solver-grpo) use the one given in
 `checkpoints.<method>`; by default the checkpoints shipped in the package for the embedded
-model, or `out/checkpoints/<method>` for any other model. A checkpoint directory that does not
+model (when it ships them), else `out/checkpoints/<method>`. A checkpoint directory that does not
 exist yet is trained first (`mass meta-train` / `mass grpo` with the `meta_train.*` / `grpo.*`
 settings), so one command goes from a base model to the table.
 
@@ -83,6 +83,7 @@ class TableConfig:
     seed: int = setting(0, "sampling seed, the same for every method")
     out: str = setting("results/minimath-500", "directory for the table, the JSON results and the figures")
     train_missing: bool = setting(True, "train a checkpoint that does not exist yet (else it is an error)")
+    train_only: bool = setting(False, "only train the missing checkpoints (one process), evaluate nothing")
     reuse: bool = setting(False, "keep a method's existing JSON in out if it was made with the same settings")
     checkpoints: Checkpoints = nested(Checkpoints, "trained checkpoints per method")
     tuned: Tunings = nested(Tunings, "per-method inference settings (override eval.adapt for that method)")
@@ -106,6 +107,9 @@ def run(cfg: TableConfig) -> dict:
     for method in cfg.methods:
         if method in TRAINED:
             ckpts[method] = ensure_checkpoint(method, cfg)
+    if cfg.train_only:
+        dist.print0("checkpoints: " + ", ".join(f"{m} {p}" for m, p in ckpts.items()))
+        return {}
     for method in cfg.methods:
         eval_cfg = replace(cfg.eval, method=method, model=cfg.model, data=cfg.data, limit=cfg.limit, seed=cfg.seed,
                            checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"),
@@ -147,9 +151,9 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
     given = getattr(cfg.checkpoints, method.replace("-", "_"))
     if given:
         path = Path(given)
-    elif not cfg.model:
+    elif not cfg.model and (SHIPPED_CHECKPOINTS / method / "mass.json").is_file():
         path = SHIPPED_CHECKPOINTS / method
-    else:
+    else:  # another model, or the embedded model before its checkpoints ship: trained into out/
         path = Path(cfg.out) / "checkpoints" / method
     if (path / "mass.json").is_file():
         info = json.loads((path / "mass.json").read_text())
@@ -158,8 +162,7 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
                             f"not '{cfg.model or 'embedded'}': give checkpoints.{method.replace('-', '_')}=DIR")
         return path
     if path.resolve().is_relative_to(SHIPPED_CHECKPOINTS.resolve()):
-        raise MassError(f"the shipped {method} checkpoint is missing from {path} (a broken install?): "
-                        f"reinstall, or give checkpoints.{method.replace('-', '_')}=DIR to train one there")
+        raise MassError(f"refusing to train into the package ({path}): give checkpoints.{method.replace('-', '_')}=DIR")
     if not cfg.train_missing:
         raise MassError(f"no checkpoint for {method} at {path} (train_missing=false)")
     if dist.world_size() > 1:

@@ -5,7 +5,7 @@ Every adapting method of the table (Base TTT, Base TT-SS, MASS_gold, MASS) gets 
 its own checkpoint where it needs one. The best setting of each method (ties go to the smaller
 lr) is what `mass table` should use, given as `tuned.<method>.*` settings:
 
-    python scripts/tune.py                                   # shipped checkpoints, lr in {0.3, 1, 3}
+    python scripts/tune.py                                   # the table's checkpoints, lr in {0.3, 1, 3}
     python scripts/tune.py --lrs 0.1 0.3 1 --steps 1 2 --limit 60 --out runs/tuning
     torchrun --standalone --nproc_per_node 2 scripts/tune.py # the evaluations over 2 processes
 
@@ -47,7 +47,9 @@ def main() -> None:
     p.add_argument("--steps", nargs="+", type=int, default=[1])
     p.add_argument("--data", default="minimath-dev", help="development problems (never minimath-500)")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--checkpoints", default=str(SHIPPED_CHECKPOINTS), help="folder with mass/ and mass-gold/")
+    shipped = SHIPPED_CHECKPOINTS if (SHIPPED_CHECKPOINTS / "mass").is_dir() else Path("results/minimath-500/checkpoints")
+    p.add_argument("--checkpoints", default=str(shipped), help="folder with mass/ and mass-gold/ (default: the "
+                   "shipped ones, else those `make demo` trained)")
     p.add_argument("--out", default="results/tuning")
     p.add_argument("--force", action="store_true")
     args = p.parse_args()

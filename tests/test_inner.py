@@ -17,12 +17,12 @@ from conftest import keep_float64, tiny_llama
 def setup(tiny_tokenizer):
     base = tiny_llama(tiny_tokenizer, seed=1, layers=2, hidden=16)
     base.set_attn_implementation("mass_math")
-    model = keep_float64(attach_lora(base, rank=2)).eval()
+    model = keep_float64(attach_lora(base, rank=2)).eval()  # LoRA on every linear layer (the default)
     torch.manual_seed(0)
     with torch.no_grad():  # a non-zero B so that every LoRA matrix gets a gradient
         for n, p in model.named_parameters():
             if "lora_B" in n:
-                p.normal_(0, 0.3)
+                p.normal_(0, 0.1)
     phi0 = lora_params(model)
     batch = make_sft_batch(tiny_tokenizer, ["Problem: 1+1?\nSolution:", "Problem: 2x=4\nSolution:", "Problem: hi\nSolution:"],
                            [" $1+1=2$. \\boxed{2}", " $x=2$", " a longer answer here \\boxed{7}"])

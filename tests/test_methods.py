@@ -8,7 +8,8 @@ from mass.cli import main
 from mass.methods import METHODS
 from mass.methods.ttt import training_examples
 from mass.tasks import load_task
-from mass.table import SHIPPED_CHECKPOINTS, TRAINED
+from mass.errors import MassError
+from mass.table import TRAINED
 
 FAST_EVAL = ["adapt.m=2", "adapt.synth.max_new_tokens=100", "sampling.max_new_tokens=100"]
 TINY_TRAIN = ["meta_train.steps=1", "meta_train.batch_size=1", "meta_train.heldout=2", "meta_train.eval_every=0",
@@ -62,19 +63,25 @@ def test_solver_grpo_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "needs --checkpoint" in capsys.readouterr().err
 
 
-def test_shipped_checkpoints_load():
-    from mass.checkpoint import load_generator, load_meta_checkpoint
-    from mass.models import load_model
+def test_table_uses_shipped_checkpoints_when_present_else_trains_into_out(tmp_path, monkeypatch):
+    import mass.table as table
 
-    for method in TRAINED:
-        info = json.loads((SHIPPED_CHECKPOINTS / method / "mass.json").read_text())
-        assert info["model"] == "" and (SHIPPED_CHECKPOINTS / method / "metrics.jsonl").is_file()
-        model, _ = load_model(None)
-        if method == "solver-grpo":
-            load_generator(model, SHIPPED_CHECKPOINTS / method)
-        else:
-            _, scorer, phi0 = load_meta_checkpoint(model, SHIPPED_CHECKPOINTS / method)
-            assert info["outer"] == ("gold" if method == "mass-gold" else "verifier") and phi0
+    shipped = tmp_path / "shipped"
+    (shipped / "mass").mkdir(parents=True)
+    (shipped / "mass" / "mass.json").write_text(json.dumps({"model": ""}))
+    monkeypatch.setattr(table, "SHIPPED_CHECKPOINTS", shipped)
+    cfg = table.TableConfig(out=str(tmp_path / "out"), train_missing=False)
+    assert table.ensure_checkpoint("mass", cfg) == shipped / "mass"
+    with pytest.raises(MassError, match=f"no checkpoint for mass-gold at {tmp_path / 'out' / 'checkpoints'}"):
+        table.ensure_checkpoint("mass-gold", cfg)
+
+
+@pytest.mark.slow
+def test_table_train_only_trains_the_missing_checkpoint_and_evaluates_nothing(tmp_path):
+    out = tmp_path / "table"
+    assert main(["table", "train_only=true", "methods=[base,solver-grpo]", f"out={out}", *TINY_TRAIN]) == 0
+    assert json.loads((out / "checkpoints" / "solver-grpo" / "mass.json").read_text())["model"] == ""
+    assert not (out / "table.md").exists() and not (out / "base.json").exists()
 
 
 @pytest.mark.slow
