@@ -38,7 +38,7 @@ test: setup
 test-quick: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# Reproduce the embedded checkpoint from scratch (about 35 minutes on 2 CPU cores).
+# Reproduce the embedded checkpoint from scratch (about 40-55 minutes on 2 CPU cores).
 pretrain: setup
 	$(MASS) pretrain out=runs/pretrain
 
