@@ -24,7 +24,7 @@ from mass.prompts import Synthesised, solve_prompt
 from mass.scorer import Scorer, embed_texts, example_stats
 
 
-def _synth_sampling() -> SamplingConfig:
+def synth_sampling_default() -> SamplingConfig:
     return SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=256, batch_size=64)
 
 
@@ -34,7 +34,7 @@ class AdaptConfig:
     steps: int = setting(1, "inner SGD steps K (paper: 2 in meta-training, 1 at inference)")
     lr: float = setting(0.3, "inner SGD learning rate alpha on the LoRA parameters")
     weights: Literal["scorer", "uniform"] = setting("scorer", "example weights: the learnt scorer, or uniform 1/m")
-    synth: SamplingConfig = nested(_synth_sampling, "sampling of the synthesised examples")
+    synth: SamplingConfig = nested(synth_sampling_default, "sampling of the synthesised examples")
 
     def __post_init__(self) -> None:
         if self.m < 1 or self.steps < 0 or self.lr < 0:

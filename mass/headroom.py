@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from mass import dist
-from mass.adaptation import example_batch, use_lora
+from mass.adaptation import example_batch, synth_sampling_default, use_lora
 from mass.checker import is_equivalent
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
@@ -54,10 +54,6 @@ from mass.tasks.problem import Problem
 CONDITIONS = ("base", "memorise", "curriculum", "ttss", "ttss-right")
 
 
-def _synth_sampling() -> SamplingConfig:
-    return SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=256, batch_size=64)
-
-
 @dataclass
 class HeadroomConfig:
     model: str = setting("", "model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
@@ -70,7 +66,7 @@ class HeadroomConfig:
     steps: list[int] = setting([1, 2], "inner step counts K to try (one trajectory of max(K) steps per lr)")
     m: int = setting(6, "examples per problem for curriculum and ttss")
     lora: LoraSettings = nested(LoraSettings, "the fresh test-time LoRA adapter")
-    synth: SamplingConfig = nested(_synth_sampling, "sampling of the ttss examples")
+    synth: SamplingConfig = nested(synth_sampling_default, "sampling of the ttss examples (as TT-SS and MASS)")
     sampling: SamplingConfig = nested(SamplingConfig, "decoding of the answers (greedy by default)")
     seed: int = setting(0, "seed for the adapter, the curriculum and the synthesis")
     out: str = setting("results/headroom", "output directory: headroom.json, headroom.md, headroom.png")
