@@ -46,7 +46,8 @@ from mass.evaluate import wilson_interval, write_json
 from mass.generator import synthesise
 from mass.inner import adapt, lora_params
 from mass.minimath import grade_synthesised, kindred_problems, problem_kind, solve_text
-from mass.models import LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name
+from mass.models import (LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name,
+                         uses_chat_template)
 from mass.prompts import Synthesised
 from mass.tasks import load_task
 from mass.tasks.problem import Problem
@@ -171,8 +172,8 @@ def as_example(p: Problem) -> Synthesised:
 
 def adaptation_sets(cfg: HeadroomConfig, problems: list[Problem], pool: list[Problem], model, tok, phi0,
                     generator: torch.Generator) -> list[dict]:
-    """Per problem: {condition: examples to adapt on (None: not available for this problem)}, plus the
-    share of right self-written examples. Synthesis is one batched call for all `problems`."""
+    """Per problem: {condition: examples to adapt on (None: not available for this problem)}.
+    Synthesis is one batched call for all `problems`."""
     wanted = set(cfg.conditions)
     syntheses = None
     if wanted & {"ttss", "ttss-right"}:
@@ -190,12 +191,9 @@ def adaptation_sets(cfg: HeadroomConfig, problems: list[Problem], pool: list[Pro
         if syntheses is not None:
             examples = syntheses[j].examples
             sets["ttss"] = examples
-            if solve_text(p.problem) is not None:  # MiniMath: every example can be re-solved and graded
-                right = [e for e in examples if grade_synthesised(p.problem, e.problem, e.answer)["correct"]]
-                sets["ttss-right"] = right
-                sets["_synthesis"] = {"parsed": len(examples), "right": len(right)}
-            else:
-                sets["ttss-right"] = None
+            gradable = solve_text(p.problem) is not None  # MiniMath: every example can be re-solved
+            sets["ttss-right"] = ([e for e in examples if grade_synthesised(p.problem, e.problem, e.answer)["correct"]]
+                                  if gradable else None)
         out.append(sets)
     return out
 
@@ -204,14 +202,16 @@ def measure_problem(cfg: HeadroomConfig, model, tok, task, phi0, problem: Proble
     """Adapt on each condition's examples over the (lr, K) grid and grade each greedy answer."""
     def correct_with(phi) -> bool:
         with use_lora(model, phi):
-            text = generate(model, tok, [task.render_prompt(problem, False)], cfg.sampling)[0]
+            text = generate(model, tok, [task.render_prompt(problem, chat)], cfg.sampling)[0]
         return bool(is_equivalent(problem.answer, task.extract_answer(text)))
 
-    device = next(model.parameters()).device
+    chat, device = uses_chat_template(tok), next(model.parameters()).device
     base = correct_with(phi0)
+    right = sets.get("ttss-right")
     record = {"id": problem.id, "subject": problem.subject, "level": problem.level,
               "kind": problem_kind(problem.problem), "base": base,
-              "synthesis": sets.pop("_synthesis", None), "n_examples": {}, "correct": {}}
+              "synthesis": None if right is None else {"parsed": len(sets["ttss"]), "right": len(right)},
+              "n_examples": {}, "correct": {}}
     for condition in cfg.conditions:
         if condition == "base":
             continue

@@ -71,7 +71,7 @@ class SamplingConfig:
 @dataclass
 class LoraSettings:
     # rank 16 on every linear layer: on the embedded model a test-time step on q, k, v, o at rank 8
-    # could hardly learn even T's own solution (`mass headroom`, README "The inner step")
+    # could hardly learn even T's own solution (`mass headroom`, results/inner-step/README.md)
     rank: int = setting(16, "LoRA rank")
     alpha: float = setting(16.0, "LoRA alpha (scale alpha/rank)")
     targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],

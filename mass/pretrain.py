@@ -85,7 +85,7 @@ def corpus_documents(seed: int, n: int, cfg: PretrainConfig) -> list[tuple[str, 
     """`n` (prompt, completion) documents of the pretraining mixture, from a seeded stream.
 
     A synthesis document shows T and a worked problem of T's template at T's level or easier; a
-    solving document shows a problem and its corpus solution (terse for named operations). Tail
+    solving document shows a problem and its corpus solution (the result alone for named operations). Tail
     named operations are drawn `tail_solve_weight` times as often for solving as for synthesis.
     """
     rng = random.Random(seed)

@@ -60,18 +60,14 @@ class Tuning:
     m: int | None = setting(None, "examples per problem")
 
 
-def _tuned(lr: float | None = None, steps: int | None = None, m: int | None = None):
-    return lambda: Tuning(lr=lr, steps=steps, m=m)
-
-
 @dataclass
 class Tunings:
     """Per-method inference settings, so that every adapting method runs at its own best
     (`scripts/tune.py` measures them on minimath-dev, never on minimath-500)."""
-    ttt: Tuning = nested(_tuned(), "Base TTT")
-    ttss: Tuning = nested(_tuned(), "Base TT-SS")
-    mass_gold: Tuning = nested(_tuned(), "MASS_gold")
-    mass: Tuning = nested(_tuned(), "MASS")
+    ttt: Tuning = nested(Tuning, "Base TTT")
+    ttss: Tuning = nested(Tuning, "Base TT-SS")
+    mass_gold: Tuning = nested(Tuning, "MASS_gold")
+    mass: Tuning = nested(Tuning, "MASS")
 
 
 @dataclass

@@ -144,8 +144,8 @@ def similar_problem(rng: random.Random, problem: Problem) -> Problem | None:
 
 
 def corpus_solution(problem: Problem) -> str:
-    """How the corpus's solving documents write a problem's solution: terse steps for named
-    operations (the definition is not restated), the gold solution otherwise."""
+    """How the corpus's solving documents write a problem's solution: the result alone for named
+    operations (no definition, no steps), the gold solution otherwise."""
     matched = match_template(problem.problem)
     if matched is None or matched[0].terse is None:
         return problem.solution

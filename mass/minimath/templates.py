@@ -491,16 +491,27 @@ def _radians_solve(s):
 
 @dataclass(frozen=True)
 class Form:
-    """A two-argument formula: its definition in TeX (a, b as variables) and its value."""
+    """A two-argument formula: its definition in TeX (a, b as variables), the definition with the
+    arguments plugged in, and its evaluated terms (summed, or multiplied when `product`)."""
     tex: Callable[[int, int], str]  # (p, q) -> "pa + qb"
     plug: Callable[[int, int, int, int], str]  # (p, q, x, y) -> "p \\cdot x + q \\cdot y"
-    mid: Callable[[int, int, int, int], str]  # (p, q, x, y) -> "6 + 12": the evaluated terms
+    terms: Callable[[int, int, int, int], tuple[int, ...]]  # (p, q, x, y) -> (p * x, q * y)
+    product: bool = False  # the value is the product of the two terms, not their sum
     mod: bool = False  # the value is a remainder mod q
     nonnegative: bool = False  # arguments are never negative (remainders, binomial coefficients)
 
+    def mid(self, p: int, q: int, x: int, y: int) -> str:
+        """The evaluated terms, one arithmetic step before the value: "6 - 12", "5 \\cdot (-4)"."""
+        t = self.terms(p, q, x, y)
+        return f"{t[0]} \\cdot {par(t[1])}" if self.product else _sum_tex(*t)
+
+    def value(self, p: int, q: int, x: int, y: int) -> int:
+        t = self.terms(p, q, x, y)
+        return t[0] * t[1] if self.product else sum(t)
+
 
 def _sum_tex(*terms: int) -> str:
-    """12 + (-3) as "12 - 3": the evaluated terms of a formula, one arithmetic step before the value."""
+    """12 + (-3) as "12 - 3"."""
     out = str(terms[0])
     for t in terms[1:]:
         out += f" - {-t}" if t < 0 else f" + {t}"
@@ -509,29 +520,29 @@ def _sum_tex(*terms: int) -> str:
 
 FORMS = {
     "lin": Form(lambda p, q: f"{p}a + {q}b", lambda p, q, x, y: f"{p} \\cdot {par(x)} + {q} \\cdot {par(y)}",
-                lambda p, q, x, y: _sum_tex(p * x, q * y)),
+                lambda p, q, x, y: (p * x, q * y)),
     "diff": Form(lambda p, q: f"{p}a - {q}b", lambda p, q, x, y: f"{p} \\cdot {par(x)} - {q} \\cdot {par(y)}",
-                 lambda p, q, x, y: _sum_tex(p * x, -q * y)),
+                 lambda p, q, x, y: (p * x, -q * y)),
     "prod": Form(lambda p, q: f"ab + {p}", lambda p, q, x, y: f"{par(x)} \\cdot {par(y)} + {p}",
-                 lambda p, q, x, y: _sum_tex(x * y, p)),
+                 lambda p, q, x, y: (x * y, p)),
     "prodminus": Form(lambda p, q: f"ab - {p}a", lambda p, q, x, y: f"{par(x)} \\cdot {par(y)} - {p} \\cdot {par(x)}",
-                      lambda p, q, x, y: _sum_tex(x * y, -p * x)),
+                      lambda p, q, x, y: (x * y, -p * x)),
     "shift": Form(lambda p, q: f"(a + {p})(b + {q})", lambda p, q, x, y: f"({x} + {p})({y} + {q})",
-                  lambda p, q, x, y: f"{x + p} \\cdot {par(y + q)}"),
+                  lambda p, q, x, y: (x + p, y + q), product=True),
     "sq": Form(lambda p, q: f"a^2 + {p}b", lambda p, q, x, y: f"{par(x)}^2 + {p} \\cdot {par(y)}",
-               lambda p, q, x, y: _sum_tex(x * x, p * y)),
+               lambda p, q, x, y: (x * x, p * y)),
     "sqdiff": Form(lambda p, q: f"a^2 - {p}b", lambda p, q, x, y: f"{par(x)}^2 - {p} \\cdot {par(y)}",
-                   lambda p, q, x, y: _sum_tex(x * x, -p * y)),
+                   lambda p, q, x, y: (x * x, -p * y)),
     "sqsum": Form(lambda p, q: f"a^2 + b^2 + {p}", lambda p, q, x, y: f"{par(x)}^2 + {par(y)}^2 + {p}",
-                  lambda p, q, x, y: _sum_tex(x * x, y * y, p)),
+                  lambda p, q, x, y: (x * x, y * y, p)),
     "scaled": Form(lambda p, q: f"{p}(a + b)", lambda p, q, x, y: f"{p}({x} + {par(y)})",
-                   lambda p, q, x, y: f"{p} \\cdot {par(x + y)}"),
+                   lambda p, q, x, y: (p, x + y), product=True),
     "cross": Form(lambda p, q: f"{p}ab - b", lambda p, q, x, y: f"{p} \\cdot {par(x)} \\cdot {par(y)} - {par(y)}",
-                  lambda p, q, x, y: _sum_tex(p * x * y, -y)),
+                  lambda p, q, x, y: (p * x * y, -y)),
     "mod": Form(lambda p, q: f"{p}a + b", lambda p, q, x, y: f"{p} \\cdot {x} + {y}",
-                lambda p, q, x, y: _sum_tex(p * x, y), mod=True, nonnegative=True),
+                lambda p, q, x, y: (p * x, y), mod=True, nonnegative=True),
     "pairs": Form(lambda p, q: f"\\dbinom{{a}}{{2}} + {p}b", lambda p, q, x, y: f"\\dbinom{{{x}}}{{2}} + {p} \\cdot {y}",
-                  lambda p, q, x, y: _sum_tex(x * (x - 1) // 2, p * y), nonnegative=True),
+                  lambda p, q, x, y: (x * (x - 1) // 2, p * y), nonnegative=True),
 }
 
 
@@ -571,20 +582,11 @@ def _op_steps(name: str, form: Form, p: int, q: int, s: Slots) -> tuple[str, str
     x, y = s["x"], s["y"]
     if form.nonnegative and (x < 0 or y < 0):
         raise ValueError("this operation takes non-negative arguments")
+    v = form.value(p, q, x, y)
     if form.mod:
-        v = p * x + y
         return (f"${form.plug(p, q, x, y)} = {form.mid(p, q, x, y)} = {v}$, and ${v} = {q} \\cdot {v // q} + {v % q}$, so "
                 f"$\\operatorname{{{name}}}({x}, {y}) = {v % q}$.", str(v % q))
-    v = _evaluate(form.mid(p, q, x, y))
     return f"$\\operatorname{{{name}}}({x}, {y}) = {form.plug(p, q, x, y)} = {form.mid(p, q, x, y)} = {v}$.", str(v)
-
-
-def _evaluate(terms: str) -> int:
-    """The value of "6 - 12 + 3" or "5 \\cdot (-4)", the only shapes `Form.mid` writes."""
-    if "\\cdot" in terms:
-        a, b = terms.split("\\cdot")
-        return int(a) * int(b.strip().strip("()"))
-    return sum(int(t.replace(" ", "")) for t in re.findall(r"[+-]?\s*\d+", terms))
 
 
 def _operation(subject: str, name: str, form_name: str, p: int, q: int, tail: bool) -> Template:
