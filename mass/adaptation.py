@@ -18,7 +18,7 @@ import torch
 
 from mass.config import nested, setting
 from mass.errors import MassError
-from mass.inner import Params, SFTBatch, adapt, make_sft_batch
+from mass.inner import Params, SFTBatch, make_sft_batch
 from mass.models import SamplingConfig, uses_chat_template
 from mass.prompts import Synthesised, solve_prompt
 from mass.scorer import Scorer, embed_texts, example_stats
@@ -31,14 +31,19 @@ def synth_sampling_default() -> SamplingConfig:
 @dataclass
 class AdaptConfig:
     m: int = setting(6, "synthesised examples per problem (paper: 12 in meta-training, 6 at inference)")
-    steps: int = setting(1, "inner SGD steps K (paper: 2 in meta-training, 1 at inference)")
-    lr: float = setting(0.3, "inner SGD learning rate alpha on the LoRA parameters")
+    # the embedded model's: on minimath-dev, K=4 steps at lr 3 learn T's own gold solution 90% of
+    # the time, K=1 at any lr under half (docs/method.md, "The inner step"); `mass headroom` finds a
+    # new model's
+    steps: int = setting(4, "inner SGD steps K (paper: 2 in meta-training, 1 at inference)")
+    lr: float = setting(3.0, "inner SGD learning rate alpha on the LoRA parameters")
     weights: Literal["scorer", "uniform"] = setting("scorer", "example weights: the learnt scorer, or uniform 1/m")
+    batch_problems: int = setting(16, "problems adapted and answered together, each with its own LoRA values "
+                                      "(1: one at a time; lower it if memory is short)")
     synth: SamplingConfig = nested(synth_sampling_default, "sampling of the synthesised examples")
 
     def __post_init__(self) -> None:
-        if self.m < 1 or self.steps < 0 or self.lr < 0:
-            raise MassError("adaptation needs m >= 1, steps >= 0 and lr >= 0")
+        if self.m < 1 or self.steps < 0 or self.lr < 0 or self.batch_problems < 1:
+            raise MassError("adaptation needs m >= 1, steps >= 0, lr >= 0 and batch_problems >= 1")
 
 
 def example_batch(tokenizer, examples: list[Synthesised], device) -> SFTBatch:
@@ -75,14 +80,6 @@ def use_lora(model, phi: Params) -> Iterator[None]:
                 params[n].copy_(value)
 
 
-def adapted_lora(model, tokenizer, phi0: Params, examples: list[Synthesised], s: torch.Tensor,
-                 cfg: AdaptConfig) -> Params:
-    """phi_K after K weighted SGD steps on the examples (no graph kept)."""
-    device = next(model.parameters()).device
-    batch = example_batch(tokenizer, examples, device)
-    return adapt(model, phi0, batch, s.detach(), cfg.lr, cfg.steps)[-1]
-
-
 def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
                      task, answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
     """For each problem: synthesise m examples, weight them, adapt phi0 -> phi_K, answer with phi_K.
@@ -114,27 +111,47 @@ def answer_after_adapting(model, tokenizer, problems: list, example_sets: list[l
                           generator: torch.Generator | None) -> list[dict]:
     """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
 
-    With no examples a problem is answered by phi0 and its record says `adapted: false`.
+    `cfg.batch_problems` problems at a time share every forward pass, each with its own LoRA
+    values (mass/batched.py). With no examples a problem is answered by phi0 and its record says
+    `adapted: false`.
     """
-    from mass.models import generate
-
-    chat = uses_chat_template(tokenizer)
     out = []
+    for start in range(0, len(problems), cfg.batch_problems):
+        part = slice(start, start + cfg.batch_problems)
+        out += _adapt_and_answer_together(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg,
+                                          task, answer_sampling, generator)
+    return out
+
+
+def _adapt_and_answer_together(model, tokenizer, problems: list, example_sets: list[list[Synthesised]],
+                               phi0: Params, scorer: Scorer | None, cfg: AdaptConfig, task,
+                               answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
+    from mass.batched import batched_adapt, batched_answers
+
+    device = next(model.parameters()).device
+    chat = uses_chat_template(tokenizer)
+    t1 = time.perf_counter()
+    records, weights = [], []
     for problem, examples in zip(problems, example_sets):
-        t1 = time.perf_counter()
-        record = {"n_parsed": len(examples), "adapted": bool(examples)}
-        phi = phi0
+        records.append({"n_parsed": len(examples), "adapted": bool(examples)})
         if examples:
             with torch.no_grad():
                 s = example_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None, problem.problem,
                                     examples)
-            phi = adapted_lora(model, tokenizer, phi0, examples, s, cfg)
-            record["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
-                                   "weight": round(float(w), 5)} for e, w in zip(examples, s)]
-        t2 = time.perf_counter()
-        with use_lora(model, phi):
-            generated = generate(model, tokenizer, [task.render_prompt(problem, chat)], answer_sampling, generator)[0]
-        t3 = time.perf_counter()
-        record.update(generated=generated, seconds_update=round(t2 - t1, 4), seconds_answer=round(t3 - t2, 4))
-        out.append(record)
-    return out
+            weights.append(s)
+            records[-1]["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
+                                        "weight": round(float(w), 5)} for e, w in zip(examples, s)]
+    used = [e for examples in example_sets for e in examples]
+    n = len(problems)
+    phi = {name: p.unsqueeze(0).expand(n, *p.shape) for name, p in phi0.items()}  # no examples: phi0 for all
+    if used and cfg.steps > 0:
+        rows = torch.tensor([p for p, examples in enumerate(example_sets) for _ in examples], device=device)
+        phi = batched_adapt(model, phi0, n, example_batch(tokenizer, used, device), rows,
+                            torch.cat(weights), cfg.lr, cfg.steps)
+    t2 = time.perf_counter()
+    generated = batched_answers(model, tokenizer, [task.render_prompt(p, chat) for p in problems], phi,
+                                answer_sampling, generator)
+    t3 = time.perf_counter()
+    for record, text in zip(records, generated):
+        record.update(generated=text, seconds_update=round((t2 - t1) / n, 4), seconds_answer=round((t3 - t2) / n, 4))
+    return records

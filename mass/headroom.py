@@ -44,9 +44,10 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.evaluate import wilson_interval, write_json
 from mass.generator import synthesise
-from mass.inner import adapt, lora_params
+from mass.batched import batched_answers, batched_trajectory, stack_params
+from mass.inner import lora_params
 from mass.minimath import grade_synthesised, kindred_problems, problem_kind, solve_text
-from mass.models import (LoraSettings, SamplingConfig, attach_lora, generate, load_model, resolve_model_name,
+from mass.models import (LoraSettings, SamplingConfig, attach_lora, load_model, resolve_model_name,
                          uses_chat_template)
 from mass.prompts import Synthesised
 from mass.tasks import load_task
@@ -63,9 +64,10 @@ class HeadroomConfig:
     limit: int | None = setting(None, "then at most this many problems")
     train_data: str = setting("minimath-train", "non-MiniMath tasks: pool the curriculum's nearest problems come from")
     conditions: list[str] = setting(list(CONDITIONS), "what to adapt on (see above)")
-    lrs: list[float] = setting([0.3, 1.0], "inner SGD learning rates to try")
-    steps: list[int] = setting([1, 2], "inner step counts K to try (one trajectory of max(K) steps per lr)")
+    lrs: list[float] = setting([1.0, 3.0], "inner SGD learning rates to try")
+    steps: list[int] = setting([1, 2, 4], "inner step counts K to try (one trajectory of max(K) steps per lr)")
     m: int = setting(6, "examples per problem for curriculum and ttss")
+    batch_problems: int = setting(16, "problems adapted and answered together, each with its own LoRA values")
     lora: LoraSettings = nested(LoraSettings, "the fresh test-time LoRA adapter")
     synth: SamplingConfig = nested(synth_sampling_default, "sampling of the ttss examples (as TT-SS and MASS)")
     sampling: SamplingConfig = nested(SamplingConfig, "decoding of the answers (greedy by default)")
@@ -82,8 +84,8 @@ class HeadroomConfig:
             raise MassError(f"lrs must be a non-empty list of positive learning rates; got {self.lrs}")
         if not self.steps or any(k < 1 for k in self.steps):
             raise MassError(f"steps must be a non-empty list of step counts >= 1; got {self.steps}")
-        if self.m < 1 or self.per_subject < 0 or (self.limit is not None and self.limit < 1):
-            raise MassError("headroom needs m >= 1, per_subject >= 0 and limit >= 1")
+        if self.m < 1 or self.per_subject < 0 or (self.limit is not None and self.limit < 1) or self.batch_problems < 1:
+            raise MassError("headroom needs m >= 1, per_subject >= 0, limit >= 1 and batch_problems >= 1")
 
 
 def run(cfg: HeadroomConfig) -> dict:
@@ -102,14 +104,14 @@ def run(cfg: HeadroomConfig) -> dict:
 
     mine = dist.shard(list(enumerate(problems)))
     records, t0 = [], time.perf_counter()
-    chunk = max(1, cfg.synth.batch_size // cfg.m)
+    chunk = cfg.batch_problems
     bar = tqdm(total=len(mine), desc="headroom", disable=not dist.is_main(), dynamic_ncols=True)
     for start in range(0, len(mine), chunk):
         part = mine[start : start + chunk]
         examples = adaptation_sets(cfg, [p for _, p in part], pool, peft_model, tok, phi0, generator)
-        for (index, problem), sets in zip(part, examples):
-            records.append({"index": index, **measure_problem(cfg, peft_model, tok, task, phi0, problem, sets)})
-            bar.update(1)
+        measured = measure_problems(cfg, peft_model, tok, task, phi0, [p for _, p in part], examples)
+        records += [{"index": index, **record} for (index, _), record in zip(part, measured)]
+        bar.update(len(part))
     bar.close()
 
     records = sorted(dist.gather_lists(records), key=lambda r: r.pop("index"))
@@ -198,40 +200,54 @@ def adaptation_sets(cfg: HeadroomConfig, problems: list[Problem], pool: list[Pro
     return out
 
 
-def measure_problem(cfg: HeadroomConfig, model, tok, task, phi0, problem: Problem, sets: dict) -> dict:
-    """Adapt on each condition's examples over the (lr, K) grid and grade each greedy answer."""
-    def correct_with(phi) -> bool:
-        with use_lora(model, phi):
-            text = generate(model, tok, [task.render_prompt(problem, chat)], cfg.sampling)[0]
-        return bool(is_equivalent(problem.answer, task.extract_answer(text)))
-
+def measure_problems(cfg: HeadroomConfig, model, tok, task, phi0, problems: list[Problem], sets: list[dict]) -> list[dict]:
+    """Adapt on each condition's examples over the (lr, K) grid and grade each greedy answer; all
+    `problems` adapt and answer together, each with its own LoRA values (mass/batched.py)."""
     chat, device = uses_chat_template(tok), next(model.parameters()).device
-    base = correct_with(phi0)
-    right = sets.get("ttss-right")
-    record = {"id": problem.id, "subject": problem.subject, "level": problem.level,
-              "kind": problem_kind(problem.problem), "base": base,
-              "synthesis": None if right is None else {"parsed": len(sets["ttss"]), "right": len(right)},
-              "n_examples": {}, "correct": {}}
+    prompts = [task.render_prompt(p, chat) for p in problems]
+
+    def grade(texts: list[str], which: list[int]) -> list[bool]:
+        return [bool(is_equivalent(problems[j].answer, task.extract_answer(t))) for j, t in zip(which, texts)]
+
+    everyone = list(range(len(problems)))
+    base = grade(batched_answers(model, tok, prompts, stack_params(phi0, len(problems)), cfg.sampling), everyone)
+    records = []
+    for p, problem_sets, correct in zip(problems, sets, base):
+        right = problem_sets.get("ttss-right")
+        records.append({"id": p.id, "subject": p.subject, "level": p.level, "kind": problem_kind(p.problem),
+                        "base": correct,
+                        "synthesis": None if right is None else {"parsed": len(problem_sets["ttss"]),
+                                                                 "right": len(right)},
+                        "n_examples": {}, "correct": {}})
     for condition in cfg.conditions:
         if condition == "base":
             continue
-        examples = sets.get(condition)
-        record["n_examples"][condition] = None if examples is None else len(examples)
-        if examples is None:  # not measurable for this problem (e.g. ttss-right off MiniMath)
+        learners = []  # problems with something to learn from under this condition
+        for j, record in enumerate(records):
+            examples = sets[j].get(condition)
+            record["n_examples"][condition] = None if examples is None else len(examples)
+            if examples is None:  # not measurable for this problem (e.g. ttss-right off MiniMath)
+                continue
+            record["correct"][condition] = {str(k): {} for k in cfg.steps}
+            if examples:
+                learners.append(j)
+            else:  # nothing to learn from: the answer is the unadapted one
+                record["correct"][condition] = {str(k): {str(lr): base[j] for lr in cfg.lrs} for k in cfg.steps}
+        if not learners:
             continue
-        grid: dict[str, dict[str, bool]] = {str(k): {} for k in cfg.steps}
-        if not examples:  # nothing to learn from: the answer is the unadapted one
-            for k in cfg.steps:
-                grid[str(k)] = {str(lr): base for lr in cfg.lrs}
-        else:
-            batch = example_batch(tok, examples, device)
-            s = torch.full((len(examples),), 1.0 / len(examples), device=device)
-            for lr in cfg.lrs:
-                trajectory = adapt(model, phi0, batch, s, lr, max(cfg.steps))
-                for k in cfg.steps:
-                    grid[str(k)][str(lr)] = correct_with(trajectory[k])
-        record["correct"][condition] = grid
-    return record
+        used = [(i, e) for i, j in enumerate(learners) for e in sets[j][condition]]
+        batch = example_batch(tok, [e for _, e in used], device)
+        rows = torch.tensor([i for i, _ in used], device=device)
+        s = torch.tensor([1.0 / len(sets[learners[i]][condition]) for i, _ in used], device=device)
+        for lr in cfg.lrs:
+            trajectory = batched_trajectory(model, phi0, len(learners), batch, rows, s, lr, max(cfg.steps))
+            for k, phi in enumerate(trajectory, start=1):
+                if k not in cfg.steps:
+                    continue
+                answers = batched_answers(model, tok, [prompts[j] for j in learners], phi, cfg.sampling)
+                for j, correct in zip(learners, grade(answers, learners)):
+                    records[j]["correct"][condition][str(k)][str(lr)] = correct
+    return records
 
 
 def summarise(cfg: HeadroomConfig, records: list[dict], model_name: str, data: str, seconds: float) -> dict:
@@ -291,7 +307,7 @@ def format_table(result: dict) -> str:
         lines += [f"Accuracy (%) after K={k} step(s), by inner lr:", "",
                   "| condition | " + " | ".join(f"lr {lr}" for lr in lrs) + " |",
                   "|---|" + "---:|" * len(lrs)]
-        lines.append(f"| base | " + " | ".join(f"{100 * base:.1f}" for _ in lrs) + " |")
+        lines.append("| base | " + " | ".join(f"{100 * base:.1f}" for _ in lrs) + " |")
         for condition, grid in result["conditions"].items():
             if condition == "base" or grid is None:
                 continue

@@ -68,16 +68,30 @@ def token_logprobs(model: torch.nn.Module, params: Params, input_ids: torch.Tens
                    attention_mask: torch.Tensor) -> torch.Tensor:
     """log p(token t+1 | tokens <= t) under base + params.  -> (B, L-1)"""
     logits = functional_call(model, params, args=(), kwargs={"input_ids": input_ids, "attention_mask": attention_mask},
-                             strict=False).logits[:, :-1]  # (B, L-1, V)
+                             strict=False).logits
+    return next_token_logprobs(logits, input_ids)
+
+
+def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(token t+1 | tokens <= t) from the logits (B, L, V) of input_ids (B, L).  -> (B, L-1)"""
+    logits = logits[:, :-1]
     logp = torch.log_softmax(logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits, dim=-1)
     return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
 
 
-def example_losses(model: torch.nn.Module, params: Params, batch: SFTBatch) -> torch.Tensor:
-    """l_i: mean token cross-entropy of each example's answer part.  -> (m,)"""
-    logp = token_logprobs(model, params, batch.input_ids, batch.attention_mask)  # (m, L-1)
+def answer_ce(logits: torch.Tensor, batch: SFTBatch) -> torch.Tensor:
+    """l_i from the logits of the batch: mean token cross-entropy of each answer part.  -> (m,)"""
+    logp = next_token_logprobs(logits, batch.input_ids)  # (m, L-1)
     mask = batch.target_mask.to(logp.dtype)
     return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def example_losses(model: torch.nn.Module, params: Params, batch: SFTBatch) -> torch.Tensor:
+    """l_i: mean token cross-entropy of each example's answer part.  -> (m,)"""
+    logits = functional_call(model, params, args=(), kwargs={"input_ids": batch.input_ids,
+                                                             "attention_mask": batch.attention_mask},
+                             strict=False).logits
+    return answer_ce(logits, batch)
 
 
 def inner_loss(model: torch.nn.Module, params: Params, batch: SFTBatch, s: torch.Tensor) -> torch.Tensor:

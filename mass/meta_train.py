@@ -52,7 +52,7 @@ from mass.tasks import load_task
 
 
 def _train_adapt() -> AdaptConfig:
-    return AdaptConfig(m=12, steps=2)
+    return AdaptConfig(m=12, steps=2, lr=3.0)
 
 
 def solve_sampling_default() -> SamplingConfig:

@@ -11,9 +11,11 @@ strings or chat messages; a tokenizer with a chat template renders messages with
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import torch
 from transformers import (AttentionInterface, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
@@ -159,8 +161,13 @@ def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
 
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
-             sampling: SamplingConfig, generator: torch.Generator | None = None) -> list[str]:
-    """Completions for `prompts` (same order), batched with the KV cache, cut at stop strings."""
+             sampling: SamplingConfig, generator: torch.Generator | None = None,
+             around_batch: Callable[[list[int]], ContextManager] | None = None) -> list[str]:
+    """Completions for `prompts` (same order), batched with the KV cache, cut at stop strings.
+
+    `around_batch(indices)`, if given, is entered around the sampling of each batch, with the
+    indices (into `prompts`) of its rows: batched adaptation uses it to give each row its LoRA.
+    """
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths pad less
     out: list[str] = [""] * len(prompts)
@@ -172,7 +179,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         pad = tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, generator)
+        with around_batch(idx) if around_batch else contextlib.nullcontext():
+            tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, generator)
         for row, i in enumerate(idx):
             out[i] = _cut(tokenizer.decode(tokens[row], skip_special_tokens=True), sampling.stop)
     return out

@@ -1,0 +1,91 @@
+"""Batched test-time adaptation (mass/batched.py) equals adapting one problem at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mass.models  # noqa: F401  (registers the mass_math attention)
+from mass.adaptation import AdaptConfig, answer_after_adapting, example_batch, use_lora
+from mass.batched import batched_adapt, per_row_lora
+from mass.inner import adapt, lora_params
+from mass.models import SamplingConfig, attach_lora
+from mass.prompts import Synthesised
+from mass.tasks import Task
+from mass.tasks.problem import Problem
+
+from conftest import keep_float64, tiny_llama
+
+EXAMPLE_SETS = [
+    [Synthesised("What is $1+1$?", "$1+1=2$. \\boxed{2}", "2"),
+     Synthesised("What is $2+2$?", "$2+2=4$, so the answer is \\boxed{4}", "4")],
+    [],  # nothing parsed: the problem keeps phi0
+    [Synthesised("Solve $2x=4$.", "$x=2$. \\boxed{2}", "2"),
+     Synthesised("Solve $3x=9$.", "Divide by 3: $x=3$. \\boxed{3}", "3"),
+     Synthesised("What is $5-1$?", "\\boxed{4}", "4")],
+]
+PROBLEMS = [Problem(id=str(i), problem=p, solution=None, answer="0", subject="", level=None)
+            for i, p in enumerate(["What is $3+3$?", "What is $7 \\times 2$?", "Solve $4x=8$."])]
+
+
+@pytest.fixture(scope="module")
+def peft_model(tiny_tokenizer):
+    base = tiny_llama(tiny_tokenizer, seed=3, layers=2, hidden=16)
+    model = keep_float64(attach_lora(base, rank=2)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-zero B, so that every LoRA matrix moves and shapes the output
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    return model
+
+
+def test_batched_steps_equal_one_problem_at_a_time(peft_model, tiny_tokenizer):
+    phi0 = lora_params(peft_model)
+    weights = [torch.rand(len(ex), dtype=torch.float64) for ex in EXAMPLE_SETS]
+    used = [e for ex in EXAMPLE_SETS for e in ex]
+    rows = torch.tensor([p for p, ex in enumerate(EXAMPLE_SETS) for _ in ex])
+    stacked = batched_adapt(peft_model, phi0, len(EXAMPLE_SETS), example_batch(tiny_tokenizer, used, "cpu"), rows,
+                            torch.cat(weights), alpha=0.5, steps=2)
+    for p, (examples, s) in enumerate(zip(EXAMPLE_SETS, weights)):
+        expected = adapt(peft_model, phi0, example_batch(tiny_tokenizer, examples, "cpu"), s, 0.5, 2)[-1] \
+            if examples else phi0
+        moved = False
+        for name, value in expected.items():
+            torch.testing.assert_close(stacked[name][p], value, rtol=1e-9, atol=1e-11)
+            moved |= not torch.equal(value, phi0[name])
+        assert moved == bool(examples)
+
+
+def test_per_row_lora_is_the_peft_forward_with_each_rows_values(peft_model, tiny_tokenizer):
+    phi0 = lora_params(peft_model)
+    other = {n: p + 0.2 * torch.randn_like(p) for n, p in phi0.items()}
+    stacked = {n: torch.stack([phi0[n], other[n]]) for n in phi0}
+    batch = example_batch(tiny_tokenizer, EXAMPLE_SETS[2], "cpu")
+    rows = torch.tensor([1, 0, 1])
+    with torch.no_grad(), per_row_lora(peft_model, stacked, rows):
+        logits = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    for j, p in enumerate(rows.tolist()):
+        with torch.no_grad(), use_lora(peft_model, other if p else phi0):
+            alone = peft_model(input_ids=batch.input_ids[j:j + 1], attention_mask=batch.attention_mask[j:j + 1]).logits
+        torch.testing.assert_close(logits[j:j + 1], alone, rtol=1e-9, atol=1e-10)
+        if p:  # and the row's own values matter
+            with torch.no_grad(), use_lora(peft_model, phi0):
+                assert not torch.allclose(alone, peft_model(input_ids=batch.input_ids[j:j + 1],
+                                                            attention_mask=batch.attention_mask[j:j + 1]).logits)
+
+
+def test_answers_batched_equal_answers_one_at_a_time(peft_model, tiny_tokenizer):
+    phi0 = lora_params(peft_model)
+    task = Task(name="toy", load=lambda limit: PROBLEMS)
+    answers = {}
+    for together in (1, 3):
+        cfg = AdaptConfig(m=3, steps=2, lr=0.5, weights="uniform", batch_problems=together)
+        records = answer_after_adapting(peft_model, tiny_tokenizer, PROBLEMS, EXAMPLE_SETS, phi0, None, cfg, task,
+                                        SamplingConfig(max_new_tokens=12), None)
+        answers[together] = [r["generated"] for r in records]
+        assert [r["adapted"] for r in records] == [True, False, True]
+    assert answers[1] == answers[3]
+    base = answer_after_adapting(peft_model, tiny_tokenizer, PROBLEMS, [[], [], []], phi0, None,
+                                 AdaptConfig(weights="uniform"), task, SamplingConfig(max_new_tokens=12), None)
+    assert base[1]["generated"] == answers[3][1]  # unadapted problem: phi0's answer
