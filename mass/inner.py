@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, grad, grad_and_value, jvp
 
+from mass.losses import masked_mean_ce
+
 Params = dict[str, torch.Tensor]
 
 
@@ -81,9 +83,7 @@ def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.
 
 def answer_ce(logits: torch.Tensor, batch: SFTBatch) -> torch.Tensor:
     """l_i from the logits of the batch: mean token cross-entropy of each answer part.  -> (m,)"""
-    logp = next_token_logprobs(logits, batch.input_ids)  # (m, L-1)
-    mask = batch.target_mask.to(logp.dtype)
-    return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return masked_mean_ce(next_token_logprobs(logits, batch.input_ids), batch.target_mask)
 
 
 def example_losses(model: torch.nn.Module, params: Params, batch: SFTBatch) -> torch.Tensor:
