@@ -64,6 +64,13 @@ def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, 
     return peft_model, scorer, lora_params(peft_model)
 
 
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep only the metric rows up to `step`: those logged after the last checkpoint are redone."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(f"{line}\n" for line in rows if json.loads(line).get("step", 0) <= step))
+
+
 def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[object, dict, dict | None, int]:
     """(trainable PEFT model, its LoRA parameters in float32, saved training state or None, first step).
 
@@ -79,6 +86,7 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
         model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
         state = torch.load(out / "train_state.pt", weights_only=False)
         print(f"resuming from step {state['step']} in {out}")
+        drop_metrics_after(out / "metrics.jsonl", state["step"])
     else:
         torch.manual_seed(seed)
         model = attach_lora(base, lora.rank, lora.alpha, lora.targets, init=lora.init)

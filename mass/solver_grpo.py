@@ -43,7 +43,7 @@ class SolverGRPOConfig:
     limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
     heldout: int = setting(100, "the last N problems are held out (as in meta-training), never trained on (the 100 of minimath-dev)")
     out: str = setting("runs/solver-grpo", "checkpoint directory")
-    steps: int = setting(100, "GRPO steps (as MASS's meta-training steps)")
+    steps: int = setting(60, "GRPO steps (as MASS's meta-training steps; the paper: 100)")
     batch_size: int = setting(4, "problems per step (as MASS)")
     k: int = setting(16, "solutions sampled per problem: MASS's m + k = 12 + 4 sequences per problem")
     lr: float = setting(1e-4, "LoRA learning rate (Adam), as MASS's generator")

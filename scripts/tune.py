@@ -5,7 +5,7 @@ Every adapting method of the table (Base TTT, Base TT-SS, MASS_gold, MASS) gets 
 its own checkpoint where it needs one. The best setting of each method (ties go to the smaller
 lr) is what `mass table` should use, given as `tuned.<method>.*` settings:
 
-    python scripts/tune.py                                   # the table's checkpoints, lr in {0.3, 1, 3}
+    python scripts/tune.py                                   # the table's checkpoints, lr in {0.3, 1, 3}, K in {2, 4}
     python scripts/tune.py --lrs 0.1 0.3 1 --steps 1 2 --limit 60 --out runs/tuning
     torchrun --standalone --nproc_per_node 2 scripts/tune.py # the evaluations over 2 processes
 
@@ -44,7 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(ADAPTING), choices=ADAPTING)
     p.add_argument("--lrs", nargs="+", type=float, default=[0.3, 1.0, 3.0])
-    p.add_argument("--steps", nargs="+", type=int, default=[1])
+    p.add_argument("--steps", nargs="+", type=int, default=[2, 4])
     p.add_argument("--data", default="minimath-dev", help="development problems (never minimath-500)")
     p.add_argument("--limit", type=int, default=None)
     shipped = SHIPPED_CHECKPOINTS if (SHIPPED_CHECKPOINTS / "mass").is_dir() else Path("results/minimath-500/checkpoints")

@@ -109,3 +109,12 @@ def test_solve_shows_examples_weights_and_answer(gold_checkpoint, capsys):
 def test_solve_needs_a_problem(capsys):
     assert main(["solve"]) == 2
     assert "give a problem" in capsys.readouterr().err
+
+
+def test_resume_drops_metric_rows_logged_after_the_checkpoint(tmp_path):
+    from mass.checkpoint import drop_metrics_after
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (0, 1, 2, 3, 4)))
+    drop_metrics_after(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0, 1, 2]
