@@ -68,8 +68,8 @@ class MetaTrainConfig:
     heldout: int = setting(100, "the last N problems of data are held out for evaluation, never trained on (the 100 of minimath-dev)")
     heldout_eval: int = setting(32, "held-out problems evaluated every eval_every steps (the first N of heldout)")
     out: str = setting("runs/mass", "checkpoint directory")
-    # 60, not the paper's 100: on 2 CPU cores a step takes ~25-40 s, and the held-out metrics of the
-    # embedded model level off well before (README, "Results")
+    # 60, not the paper's 100: on 2 CPU cores a step takes ~25-40 s, and the whole reproduction
+    # (three trainings and the table) has to fit in a working session
     steps: int = setting(60, "meta-training steps (the paper: 100)")
     batch_size: int = setting(4, "problems T per meta-step")
     k: int = setting(4, "solutions sampled from phi_K per T for the verifier outer loss")
