@@ -64,6 +64,18 @@ def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, 
     return peft_model, scorer, lora_params(peft_model)
 
 
+def load_train_state(path: Path) -> dict:
+    """A saved training state (tensors, numbers, optimizer state dicts). `weights_only=True`: a
+    file that would run code when unpickled is refused, never executed."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise MassError(f"{path} is not a training state this program wrote (refused to load it: "
+                        f"{str(exc).splitlines()[0][:200]})") from None
+
+
 def drop_metrics_after(path: Path, step: int) -> None:
     """Keep only the metric rows up to `step`: those logged after the last checkpoint are redone."""
     if path.is_file():
@@ -84,7 +96,7 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
 
     if resume and (out / "generator").is_dir():
         model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
-        state = torch.load(out / "train_state.pt", weights_only=False)
+        state = load_train_state(out / "train_state.pt")
         print(f"resuming from step {state['step']} in {out}")
         drop_metrics_after(out / "metrics.jsonl", state["step"])
     else:

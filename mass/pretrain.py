@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from mass.checkpoint import load_train_state
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.minimath import SUBJECTS, corpus_solution, sample_fresh_problem, similar_problem
@@ -154,7 +155,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(out)
-        state = torch.load(state_path, weights_only=False)
+        state = load_train_state(state_path)
         model = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32)
         start = state["step"]
         print(f"resuming from step {start} in {out}")

@@ -118,3 +118,23 @@ def test_resume_drops_metric_rows_logged_after_the_checkpoint(tmp_path):
     path.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (0, 1, 2, 3, 4)))
     drop_metrics_after(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0, 1, 2]
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling would create the marker file
+
+
+def test_a_training_state_that_would_run_code_is_refused_not_executed(tmp_path):
+    from mass.checkpoint import load_train_state
+    from mass.errors import MassError
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "train_state.pt"
+    torch.save({"step": 3, "payload": _Exploit(str(marker))}, path)
+    with pytest.raises(MassError, match="refused"):
+        load_train_state(path)
+    assert not marker.exists()
