@@ -23,7 +23,7 @@ from mass.errors import MassError
 from mass.evaluate import write_json
 from mass.inner import lora_params
 from mass.models import LoraSettings, SamplingConfig, attach_lora, load_model
-from mass.tasks import Task
+from mass.tasks import Task, decode_utf8
 from mass.tasks.problem import Problem
 
 
@@ -47,7 +47,7 @@ def read_problems(cfg: SolveConfig) -> list[str]:
         path = Path(cfg.file)
         if not path.is_file():
             raise MassError(f"problem file not found: {path}")
-        problems = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        problems = [line.strip() for line in decode_utf8(path.read_bytes(), str(path)).splitlines() if line.strip()]
         if not problems:
             raise MassError(f"{path} holds no problems")
         return problems

@@ -106,6 +106,14 @@ def test_solve_shows_examples_weights_and_answer(gold_checkpoint, capsys):
     assert "Synthesised examples:" in text and "Answer:" in text
 
 
+def test_solve_file_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):
+    path = tmp_path / "problems.txt"
+    path.write_bytes(b"What is 2+2?\xff\xfe\x00")
+    assert main(["solve", "--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8 text (byte 0xff at offset 12)" in err and "Traceback" not in err
+
+
 def test_solve_needs_a_problem(capsys):
     assert main(["solve"]) == 2
     assert "give a problem" in capsys.readouterr().err

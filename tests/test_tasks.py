@@ -50,6 +50,13 @@ def test_bad_jsonl_is_a_clear_error(tmp_path, content, message):
         load_task(str(path)).load(None)
 
 
+def test_non_utf8_jsonl_names_the_line_and_byte(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"problem": "x", "answer": "1"}\n{"problem": "What is 2+2?\xff\xfe", "answer": "4"}\n')
+    with pytest.raises(MassError, match=r"bad.jsonl:2: not UTF-8 text \(byte 0xff at offset 25\)"):
+        load_task(str(path)).load(None)
+
+
 def test_unknown_data_and_missing_file():
     with pytest.raises(MassError, match="unknown data 'minimath-5000'"):
         load_task("minimath-5000")

@@ -58,8 +58,9 @@ def read_jsonl_problems(path: Path, limit: int | None) -> list[Problem]:
     from mass.tasks.math import problem_from_math
 
     problems = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_utf8(raw, f"{path}:{lineno}")
             if not line.strip():
                 continue
             try:
@@ -78,6 +79,14 @@ def read_jsonl_problems(path: Path, limit: int | None) -> list[Problem]:
     if not problems:
         raise MassError(f"{path}: no problems in the file")
     return problems
+
+
+def decode_utf8(raw: bytes, where: str) -> str:
+    """Bytes as UTF-8 text, or a clear error naming where and which byte is wrong."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MassError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
 
 
 def require(row: dict, key: str, where: str) -> str:
