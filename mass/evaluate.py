@@ -32,7 +32,7 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.methods import MethodContext, get_method
 from mass.adaptation import AdaptConfig
-from mass.models import LoraSettings, SamplingConfig, load_model, resolve_model_name
+from mass.models import LoraSettings, SamplingConfig, fit_problems, load_model, resolve_model_name
 from mass.tasks import load_task
 
 
@@ -69,6 +69,7 @@ def run(cfg: EvalConfig) -> dict:
     device = device if cfg.device == "auto" else torch.device(cfg.device)
     model_name = cfg.model or checkpoint_model(cfg.checkpoint) or None
     model, tokenizer = load_model(model_name, cfg.dtype, device, cfg.attn_implementation)
+    problems = fit_problems(problems, tokenizer, model)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
     ctx = MethodContext(model=model, tokenizer=tokenizer, task=task, cfg=cfg, generator=generator)
 

@@ -47,7 +47,7 @@ from mass.generator import synthesise
 from mass.batched import batched_answers, batched_trajectory, stack_params
 from mass.inner import lora_params
 from mass.minimath import grade_synthesised, kindred_problems, problem_kind, solve_text
-from mass.models import (LoraSettings, SamplingConfig, attach_lora, load_model, resolve_model_name,
+from mass.models import (LoraSettings, SamplingConfig, attach_lora, fit_problems, load_model, resolve_model_name,
                          uses_chat_template)
 from mass.prompts import Synthesised
 from mass.tasks import load_task
@@ -98,6 +98,7 @@ def run(cfg: HeadroomConfig) -> dict:
     device = dist.init()
     device = device if cfg.device == "auto" else torch.device(cfg.device)
     model, tok = load_model(cfg.model or None, cfg.dtype, device)
+    problems = fit_problems(problems, tok, model)
     peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, seed=cfg.seed, init=cfg.lora.init)
     phi0 = lora_params(peft_model)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())

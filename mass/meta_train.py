@@ -44,7 +44,7 @@ from mass.errors import MassError
 from mass.generator import synthesise
 from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.models import LoraSettings, SamplingConfig, generate, load_model, resolve_model_name, uses_chat_template
+from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt, synth_prompt
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
@@ -107,6 +107,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         raise MassError(f"outer=gold needs gold solutions, and {cfg.data} lacks some; use outer=verifier")
     device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device, attn_implementation="mass_math")
+    train, heldout = fit_problems(train, tok, base), fit_problems(heldout, tok, base)
     # no dropout anywhere: the inner trajectory and its jvps must see the same function
     model, live, state, start = resume_or_start(base, out, cfg.lora, cfg.seed, resume)  # live: theta, the LoRA
     if state is not None:

@@ -140,6 +140,33 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[in
     return tokenizer(prompt)["input_ids"]
 
 
+def fit_problems(problems: list, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel,
+                 reserve: int = 512) -> list:
+    """The problems, each cut to what the model can take: its context length less `reserve`
+    tokens for the prompt around it and the answer. One warning line says how many were cut
+    (a 100,000-character problem would otherwise run for minutes, or past the position table)."""
+    import sys
+    from dataclasses import replace
+
+    context = getattr(model.config, "max_position_embeddings", None) or 4096
+    limit = max(32, context - reserve)
+    out, cut = [], 0
+    for p in problems:
+        if len(p.problem) <= limit:  # a token is at least one character: nothing to count
+            out.append(p)
+            continue
+        ids = tokenizer(p.problem, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) <= limit:
+            out.append(p)
+            continue
+        out.append(replace(p, problem=tokenizer.decode(ids[:limit], skip_special_tokens=True)))
+        cut += 1
+    if cut:
+        print(f"warning: {cut} problem(s) longer than {limit} tokens were cut to that length to fit the model's "
+              f"context ({context} tokens)", file=sys.stderr)
+    return out
+
+
 def attach_lora(model: PreTrainedModel, rank: int = 8, alpha: float = 16.0,
                 target_modules: list[str] | None = None, seed: int | None = None, init: str = "default") -> Any:
     """Wrap `model` with a PEFT LoRA adapter (dropout 0: the inner loop must be deterministic).

@@ -22,7 +22,7 @@ from mass.config import nested, setting
 from mass.errors import MassError
 from mass.evaluate import write_json
 from mass.inner import lora_params
-from mass.models import LoraSettings, SamplingConfig, attach_lora, load_model
+from mass.models import LoraSettings, SamplingConfig, attach_lora, fit_problems, load_model
 from mass.tasks import Task, decode_utf8
 from mass.tasks.problem import Problem
 
@@ -68,7 +68,8 @@ def run(cfg: SolveConfig) -> list[dict]:
         peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, seed=cfg.seed, init=cfg.lora.init)
         scorer, phi0 = None, lora_params(peft_model)
         adapt_cfg = replace(cfg.adapt, weights="uniform")
-    problems = [Problem(id=str(i), problem=t, solution=None, answer="", subject="", level=None) for i, t in enumerate(texts)]
+    problems = fit_problems([Problem(id=str(i), problem=t, solution=None, answer="", subject="", level=None)
+                             for i, t in enumerate(texts)], tok, model)
     task = Task(name="solve", load=lambda limit: problems)
     results = adapt_and_answer(peft_model, tok, problems, phi0, scorer, adapt_cfg, task, cfg.sampling,
                                torch.Generator().manual_seed(cfg.seed))

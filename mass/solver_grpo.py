@@ -32,7 +32,7 @@ from mass.inner import make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.meta_train import (log_metrics, solve_sampling_default, split_training_problems, tensorboard_writer,
                              training_device)
-from mass.models import LoraSettings, SamplingConfig, generate, load_model, resolve_model_name, uses_chat_template
+from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
 from mass.prompts import solve_prompt
 
 
@@ -67,6 +67,7 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
     device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device)
+    train, heldout = fit_problems(train, tok, base), fit_problems(heldout, tok, base)
     model, live, state, start = resume_or_start(base, out, cfg.lora, cfg.seed, resume)
     opt = torch.optim.Adam(live.values(), lr=cfg.lr)
     if state is not None:

@@ -93,3 +93,19 @@ def test_lora_settings_reject_unknown_inits_and_odd_orthogonal_ranks():
         LoraSettings(init="pissa")
     with pytest.raises(MassError, match="even rank"):
         LoraSettings(rank=5, init="orthogonal")
+
+
+def test_overlong_problems_are_cut_to_the_context_with_one_warning(capsys):
+    from mass.models import fit_problems, load_model
+    from mass.tasks.problem import Problem
+
+    model, tok = load_model(None)
+    short = Problem(id="a", problem="What is $2+3$?", solution=None, answer="5", subject="", level=None)
+    huge = Problem(id="b", problem="What is $2+3$? " * 20000, solution=None, answer="5", subject="", level=None)
+    out = fit_problems([short, huge], tok, model)
+    assert out[0] is short
+    limit = model.config.max_position_embeddings - 512
+    assert len(tok(out[1].problem, add_special_tokens=False)["input_ids"]) <= limit + 2  # re-tokenising may merge
+    assert out[1].problem.startswith("What is $2+3$?")
+    err = capsys.readouterr().err
+    assert err.count("warning: 1 problem(s) longer than") == 1 and "Token indices" not in err
