@@ -242,11 +242,11 @@ def _setup_worker() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY or soft > WORKER_MEMORY:
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, hard))  # MemoryError = not equivalent
-    warnings.filterwarnings("ignore")
     for name in ("math_verify", "latex2sympy2_extended"):  # their timeout warnings print the whole input
         logging.getLogger(name).setLevel(logging.ERROR)
     from math_verify import grader
 
+    warnings.filterwarnings("ignore")  # after the import: sympy's own import shows its deprecations "once"
     _exact_comparison(grader)
     signal.signal(signal.SIGALRM, _on_alarm)
 

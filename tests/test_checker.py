@@ -306,6 +306,17 @@ def test_bounded_time_on_adversarial_input_off_the_main_thread():
     assert is_equivalent("\\frac{1}{2}", "0.5")  # the checker still works afterwards
 
 
+def test_workers_write_nothing_to_stderr(capfd):
+    pool = checker._Pool(size=1)  # a fresh worker: warnings shown "once" would show here
+    try:
+        text = "so the area became $.9A$. Thus, the area decreased by ${10}$ percent."  # a SymPy deprecation
+        assert pool.run("extract", (text,), 30.0) == "{10}"
+        assert pool.run("equal", ("1", "x" * 100_000), 1.0) is None  # over time: Math-Verify would print it all
+    finally:
+        pool.close()
+    assert capfd.readouterr().err == ""
+
+
 @pytest.fixture
 def pool():
     p = checker._Pool(size=1)
