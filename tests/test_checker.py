@@ -154,6 +154,15 @@ def test_a_boxed_answer_with_trailing_punctuation_is_graded_right():
     assert is_equivalent("(2,2), (6,2)", extract_final_answer("So \\boxed{(2,2)} and \\boxed{(6,2)}."))
 
 
+def test_string_extraction_is_fast_on_long_adversarial_text():
+    texts = ["\\boxed{" * 50_000, "\\boxed{}" * 50_000, "\\boxed{1} and " * 20_000, "\\boxed " * 50_000,
+             "\\boxed{" + "\\{" * 50_000 + "}", "\\boxed" + " " * 100_000 + "{1}", "{" * 100_000 + "\\boxed{1}"]
+    t0 = time.perf_counter()
+    answers = [extract_boxed(text) for text in texts]
+    assert time.perf_counter() - t0 < 3.0
+    assert answers[0] is None and answers[1] is None and answers[2] == ", ".join(["1"] * 20_000)
+
+
 # --- fuzzing ---------------------------------------------------------------------------------
 
 _TOKENS = st.sampled_from(["\\boxed", "\\fbox", "{", "}", "\\{", "\\}", "\\", " ", "\n", "and", "or", ",",
