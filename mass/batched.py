@@ -71,11 +71,24 @@ def per_row_lora(model: torch.nn.Module, phi: Params, rows: torch.Tensor) -> Ite
             h.remove()
 
 
-def batched_example_losses(model: torch.nn.Module, phi: Params, rows: torch.Tensor, batch: SFTBatch) -> torch.Tensor:
-    """l_j for every example row j of `batch`, each under its own problem's LoRA values.  -> (N,)"""
-    with per_row_lora(model, phi, rows):
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return answer_ce(logits, batch)
+def batched_example_losses(model: torch.nn.Module, phi: Params, rows: torch.Tensor, batch: SFTBatch,
+                           chunk: int = 16) -> torch.Tensor:
+    """l_j for every example row j of `batch`, each under its own problem's LoRA values.  -> (N,)
+
+    Rows go through the model `chunk` at a time, sorted by length and cut to the longest of each
+    chunk: many problems' examples padded to the longest of all would waste about a quarter of the
+    compute. Right padding never changes the real tokens' logits, so the losses are the same."""
+    lengths = batch.attention_mask.sum(-1)
+    order = torch.argsort(lengths)
+    losses = []
+    for idx in order.split(chunk):
+        width = int(lengths[idx].max())
+        part = SFTBatch(batch.input_ids[idx, :width], batch.attention_mask[idx, :width],
+                        batch.target_mask[idx, : width - 1])
+        with per_row_lora(model, phi, rows[idx]):
+            logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
+        losses.append(answer_ce(logits, part))
+    return torch.cat(losses)[torch.argsort(order)]
 
 
 def batched_trajectory(model: torch.nn.Module, phi0: Params, n_problems: int, batch: SFTBatch, rows: torch.Tensor,

@@ -200,6 +200,9 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
             auc = within_group_auc([([float(w) for w in s.detach()], right)])
             if auc is not None:
                 extra["weight_auc"] = auc
+                # does the training signal itself prefer right examples? (-dL/ds_i: how much
+                # more weight on example i would lower the outer loss)
+                extra["signal_auc"] = within_group_auc([([float(-d) for d in mg.ds], right)])  # same pairs: never None
         rows.append({
             "skipped": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m,
             "outer_after": mg.outer_loss if cfg.outer == "gold" else 1.0 - extra["reward_after"],

@@ -89,3 +89,24 @@ def test_answers_batched_equal_answers_one_at_a_time(peft_model, tiny_tokenizer)
     base = answer_after_adapting(peft_model, tiny_tokenizer, PROBLEMS, [[], [], []], phi0, None,
                                  AdaptConfig(weights="uniform"), task, SamplingConfig(max_new_tokens=12), None)
     assert base[1]["generated"] == answers[3][1]  # unadapted problem: phi0's answer
+
+
+def test_length_sorted_chunks_give_the_same_losses(peft_model, tiny_tokenizer):
+    from mass.batched import batched_example_losses, stack_params
+    from mass.inner import example_losses
+
+    phi0 = lora_params(peft_model)
+    phi = stack_params(phi0, 3)
+    for name in phi:  # a different LoRA per problem
+        phi[name] = phi[name] + 0.1 * torch.randn_like(phi[name])
+    used = [e for ex in EXAMPLE_SETS for e in ex]
+    rows = torch.tensor([p for p, ex in enumerate(EXAMPLE_SETS) for _ in ex])
+    batch = example_batch(tiny_tokenizer, used, "cpu")
+    with torch.no_grad():
+        chunked = batched_example_losses(peft_model, phi, rows, batch, chunk=2)
+        whole = batched_example_losses(peft_model, phi, rows, batch, chunk=100)
+        alone = torch.cat([example_losses(peft_model, {n: v[p] for n, v in phi.items()},
+                                          example_batch(tiny_tokenizer, [e], "cpu"))
+                           for p, e in zip(rows.tolist(), used)])
+    torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(chunked, alone, rtol=1e-10, atol=1e-12)
