@@ -50,17 +50,19 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, type, default, help) for every leaf setting of `cls`, nested keys included."""
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every leaf setting of `cls`, nested keys included. Defaults
+    are read from a default instance, so a parent's own default for a sub-config shows."""
     rows = []
     hints = typing.get_type_hints(cls)
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(hint):
-            rows += describe(hint, prefix + f.name + ".")
+            rows += describe(hint, prefix + f.name + ".", value)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((prefix + f.name, _type_name(hint), repr(default), f.metadata.get("help", "")))
+        rows.append((prefix + f.name, _type_name(hint), repr(value), f.metadata.get("help", "")))
     return rows
 
 

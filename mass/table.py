@@ -64,8 +64,9 @@ class Tuning:
 class Tunings:
     """Per-method inference settings, so that every adapting method runs at its own best
     (`scripts/tune.py` measures them on minimath-dev, never on minimath-500)."""
-    ttt: Tuning = nested(Tuning, "Base TTT")
-    ttss: Tuning = nested(Tuning, "Base TT-SS")
+    # measured by `python scripts/tune.py --lrs 1 3 --steps 2 4` (results/tuning/tuning.md)
+    ttt: Tuning = nested(lambda: Tuning(lr=3.0, steps=2), "Base TTT")
+    ttss: Tuning = nested(lambda: Tuning(lr=1.0, steps=4), "Base TT-SS")
     mass_gold: Tuning = nested(Tuning, "MASS_gold")
     mass: Tuning = nested(Tuning, "MASS")
 
