@@ -67,8 +67,8 @@ class Tunings:
     # measured by `python scripts/tune.py --lrs 1 3 --steps 2 4` (results/tuning/tuning.md)
     ttt: Tuning = nested(lambda: Tuning(lr=3.0, steps=2), "Base TTT")
     ttss: Tuning = nested(lambda: Tuning(lr=1.0, steps=4), "Base TT-SS")
-    mass_gold: Tuning = nested(Tuning, "MASS_gold")
-    mass: Tuning = nested(Tuning, "MASS")
+    mass_gold: Tuning = nested(lambda: Tuning(lr=1.0, steps=2), "MASS_gold")
+    mass: Tuning = nested(lambda: Tuning(lr=1.0, steps=2), "MASS")
 
 
 @dataclass
