@@ -79,8 +79,10 @@ def test_table_uses_shipped_checkpoints_when_present_else_trains_into_out(tmp_pa
 @pytest.mark.slow
 def test_table_train_only_trains_the_missing_checkpoint_and_evaluates_nothing(tmp_path):
     out = tmp_path / "table"
-    assert main(["table", "train_only=true", "methods=[base,solver-grpo]", f"out={out}", *TINY_TRAIN]) == 0
-    assert json.loads((out / "checkpoints" / "solver-grpo" / "mass.json").read_text())["model"] == ""
+    ckpt = tmp_path / "solver-grpo"  # not the shipped one: a checkpoint that does not exist yet
+    assert main(["table", "train_only=true", "methods=[base,solver-grpo]", f"out={out}",
+                 f"checkpoints.solver_grpo={ckpt}", *TINY_TRAIN]) == 0
+    assert json.loads((ckpt / "mass.json").read_text())["model"] == ""
     assert not (out / "table.md").exists() and not (out / "base.json").exists()
 
 
