@@ -126,7 +126,7 @@ def answer_after_adapting(model, tokenizer, problems: list, example_sets: list[l
 def _adapt_and_answer_together(model, tokenizer, problems: list, example_sets: list[list[Synthesised]],
                                phi0: Params, scorer: Scorer | None, cfg: AdaptConfig, task,
                                answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
-    from mass.batched import batched_adapt, batched_answers
+    from mass.batched import batched_adapt, batched_answers, stack_params
 
     device = next(model.parameters()).device
     chat = uses_chat_template(tokenizer)
@@ -143,8 +143,8 @@ def _adapt_and_answer_together(model, tokenizer, problems: list, example_sets: l
                                         "weight": round(float(w), 5)} for e, w in zip(examples, s)]
     used = [e for examples in example_sets for e in examples]
     n = len(problems)
-    phi = {name: p.unsqueeze(0).expand(n, *p.shape) for name, p in phi0.items()}  # no examples: phi0 for all
-    if used and cfg.steps > 0:
+    phi = stack_params(phi0, n)  # no examples: phi0 for all
+    if used:
         rows = torch.tensor([p for p, examples in enumerate(example_sets) for _ in examples], device=device)
         phi = batched_adapt(model, phi0, n, example_batch(tokenizer, used, device), rows,
                             torch.cat(weights), cfg.lr, cfg.steps)

@@ -25,8 +25,9 @@ from mass.inner import Params, SFTBatch, answer_ce
 
 
 def stack_params(phi0: Params, n: int) -> Params:
-    """n copies of phi0, stacked on a new leading dimension: {name: (n, *shape)}."""
-    return {name: p.detach().unsqueeze(0).expand(n, *p.shape).clone() for name, p in phi0.items()}
+    """phi0 for each of n problems, stacked on a new leading dimension: {name: (n, *shape)}
+    (expanded views: no copy; an SGD step makes new tensors)."""
+    return {name: p.detach().unsqueeze(0).expand(n, *p.shape) for name, p in phi0.items()}
 
 
 def lora_layers(model: torch.nn.Module, phi: Params) -> dict[str, tuple[torch.nn.Module, str, str, str]]:
@@ -97,7 +98,7 @@ def batched_trajectory(model: torch.nn.Module, phi0: Params, n_problems: int, ba
     phi = stack_params(phi0, n_problems)
     s = s.detach()
     for _ in range(steps):
-        leaves = {name: p.requires_grad_(True) for name, p in phi.items()}
+        leaves = {name: p.clone().requires_grad_(True) for name, p in phi.items()}
         with torch.enable_grad():
             losses = batched_example_losses(model, leaves, rows, batch)
             grads = torch.autograd.grad((s.to(losses.dtype) * losses).sum(), list(leaves.values()),
@@ -110,10 +111,10 @@ def batched_trajectory(model: torch.nn.Module, phi0: Params, n_problems: int, ba
 def batched_adapt(model: torch.nn.Module, phi0: Params, n_problems: int, batch: SFTBatch, rows: torch.Tensor,
                   s: torch.Tensor, alpha: float, steps: int) -> Params:
     """phi_K of every problem, stacked (phi0 for K = 0)."""
-    phi = stack_params(phi0, n_problems)
+    phi = None
     for phi in batched_trajectory(model, phi0, n_problems, batch, rows, s, alpha, steps):
         pass
-    return phi
+    return stack_params(phi0, n_problems) if phi is None else phi
 
 
 def batched_answers(model: torch.nn.Module, tokenizer, prompts: list, phi: Params, sampling,

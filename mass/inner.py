@@ -88,10 +88,7 @@ def answer_ce(logits: torch.Tensor, batch: SFTBatch) -> torch.Tensor:
 
 def example_losses(model: torch.nn.Module, params: Params, batch: SFTBatch) -> torch.Tensor:
     """l_i: mean token cross-entropy of each example's answer part.  -> (m,)"""
-    logits = functional_call(model, params, args=(), kwargs={"input_ids": batch.input_ids,
-                                                             "attention_mask": batch.attention_mask},
-                             strict=False).logits
-    return answer_ce(logits, batch)
+    return masked_mean_ce(token_logprobs(model, params, batch.input_ids, batch.attention_mask), batch.target_mask)
 
 
 def inner_loss(model: torch.nn.Module, params: Params, batch: SFTBatch, s: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@ strings or chat messages; a tokenizer with a chat template renders messages with
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -145,9 +146,6 @@ def fit_problems(problems: list, tokenizer: PreTrainedTokenizerBase, model: PreT
     """The problems, each cut to what the model can take: its context length less `reserve`
     tokens for the prompt around it and the answer. One warning line says how many were cut
     (a 100,000-character problem would otherwise run for minutes, or past the position table)."""
-    import sys
-    from dataclasses import replace
-
     context = getattr(model.config, "max_position_embeddings", None) or 4096
     limit = max(32, context - reserve)
     out, cut = [], 0
