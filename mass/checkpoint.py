@@ -5,11 +5,22 @@ safetensors, and the training state that makes `--resume` exact.
     DIR/scorer/             scorer.json, scorer.safetensors
     DIR/mass.json           which base model, outer loss, and the full meta-training config
     DIR/train_state.pt      step and optimizer states (for --resume only)
+
+Writes are atomic as a whole: a checkpoint is written into DIR/.incoming/, which is renamed to
+DIR/.ready/ once complete (the commit point), and only then moved into place item by item,
+under a lock on DIR/.lock. A process killed before the commit point leaves the previous
+checkpoint untouched (the next save or `--resume` deletes the partial .incoming/); killed after
+it, the next reader or writer finishes the move. So every load sees the previous checkpoint or
+the new one, never a mix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,19 +30,91 @@ from mass.inner import Params, lora_params
 from mass.scorer import Scorer, load_scorer, save_scorer
 
 
+CHECKPOINT_ITEMS = ("generator", "scorer", "mass.json", "train_state.pt")
+
+
 def save_meta_checkpoint(directory: Path, peft_model, scorer: Scorer | None, info: dict, state: dict) -> None:
-    """Save a checkpoint; `mass grpo` (Solver GRPO) saves one with no scorer."""
+    """Save a checkpoint atomically (module docstring); `mass grpo` (Solver GRPO) saves one with no scorer."""
     directory.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(directory / "generator")
+    discard_unfinished_write(directory)
+    incoming = directory / ".incoming"
+    incoming.mkdir()
+    peft_model.save_pretrained(incoming / "generator")
     if scorer is not None:
-        save_scorer(scorer, directory / "scorer")
-    (directory / "mass.json").write_text(json.dumps(info, indent=2) + "\n")
-    tmp = directory / "train_state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(directory / "train_state.pt")
+        save_scorer(scorer, incoming / "scorer")
+    (incoming / "mass.json").write_text(json.dumps(info, indent=2) + "\n")
+    torch.save(state, incoming / "train_state.pt")
+    (incoming / "manifest.json").write_text(json.dumps(sorted(p.name for p in incoming.iterdir())) + "\n")
+    _sync_tree(incoming)
+    with _locked(directory):
+        incoming.replace(directory / ".ready")  # the commit point
+        _move_ready(directory)
+
+
+def discard_unfinished_write(directory: Path) -> None:
+    """For the writer only (a save, a resume): finish a committed save a kill interrupted, and
+    delete an uncommitted one."""
+    shutil.rmtree(Path(directory) / ".incoming", ignore_errors=True)
+    finish_committed_write(directory)
+
+
+def finish_committed_write(directory: Path) -> None:
+    """Move a committed checkpoint (.ready/) into place, if a kill left one; safe for readers too
+    (the move holds the directory's lock, as the writer's does). Idempotent."""
+    directory = Path(directory)
+    if (directory / ".ready").is_dir():
+        with _locked(directory):
+            _move_ready(directory)
+
+
+def _move_ready(directory: Path) -> None:
+    ready = directory / ".ready"
+    if not ready.is_dir():  # another process finished it
+        return
+    manifest = json.loads((ready / "manifest.json").read_text())
+    for name in CHECKPOINT_ITEMS:
+        new, old = ready / name, directory / name
+        if name not in manifest:  # the new checkpoint has no such item (Solver GRPO: no scorer)
+            _remove(old)
+        elif new.exists():  # not moved yet (once moved, directory/name is already the new one)
+            _remove(old)
+            new.replace(old)
+    shutil.rmtree(ready)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive advisory lock on directory/.lock (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with (directory / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file under root, so the commit rename never points at data still in the page cache."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
 
 
 def read_meta_info(directory: str | Path) -> dict:
+    finish_committed_write(Path(directory))
     path = Path(directory) / "mass.json"
     if not path.is_file():
         raise MassError(f"{directory} is not a MASS checkpoint (no mass.json); make one with `mass meta-train`")
@@ -49,6 +132,8 @@ def load_generator(model, directory: str | Path):
 
     directory = Path(directory)
     read_meta_info(directory)
+    if not (directory / "generator" / "adapter_config.json").is_file():
+        raise MassError(f"{directory} has no generator/adapter_config.json: the checkpoint is incomplete")
     peft_model = PeftModel.from_pretrained(model, directory / "generator", is_trainable=True)
     return peft_model.eval()
 
@@ -94,6 +179,8 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
 
     from mass.models import attach_lora
 
+    if resume:
+        discard_unfinished_write(out)
     if resume and (out / "generator").is_dir():
         model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
         state = load_train_state(out / "train_state.pt")
