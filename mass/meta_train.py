@@ -12,7 +12,8 @@ Each meta-step takes a batch of training problems T and, for each:
                 normalised within the m samples of T, plus gamma * L_solve          (Adam),
      where L_solve is the gold CE of T (gold) or GRPO on the k verifier samples (verifier), both
      at theta, so the solver does not degrade while the generator learns.
-Problems whose samples all fail to parse (fewer than 2 usable) are skipped and counted.
+Problems whose samples all fail to parse (fewer than 2 usable) are skipped and counted; so is a
+problem whose meta-gradient or losses are NaN/Inf (mass/guard.py).
 
 Every `eval_every` steps, the first `heldout_eval` of the last `heldout` problems of the data
 (never trained on: minimath-dev) are adapted
@@ -42,6 +43,7 @@ from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.generator import synthesise
+from mass.guard import BadStepGuard, all_finite, grads_finite
 from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
@@ -93,6 +95,8 @@ class MetaTrainConfig:
     dtype: str = setting("float32", "base model dtype (the LoRA, scorer and meta-gradients stay float32)")
     device: str = setting("auto", "auto, cpu or cuda")
     tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")
+    max_bad_steps: int = setting(5, "stop after this many steps in a row with only NaN/Inf losses or gradients "
+                                    "(each is skipped, not applied; 0: never stop)")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.k < 2 or self.heldout < 0 or self.heldout_eval < 0:
@@ -128,6 +132,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if start == 0:
         log_metrics(out, writer, {"step": 0, **evaluate_heldout(model, tok, scorer, heldout, cfg, device)})
+    guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"meta-train ({cfg.outer})",
                dynamic_ncols=True)
     for step in bar:
@@ -135,20 +140,25 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         rng = random.Random(cfg.seed * 1_000_003 + step)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
         metrics = meta_step(model, tok, scorer, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
-        opt_scorer.step()
+        skip = metrics.get("nonfinite") == 1.0 or not grads_finite([*scorer.parameters(), *live.values()])
+        if not skip:
+            opt_scorer.step()
+            if opt_gen is not None:
+                opt_gen.step()
         opt_scorer.zero_grad(set_to_none=True)
         if opt_gen is not None:
-            opt_gen.step()
             opt_gen.zero_grad(set_to_none=True)
-        row = {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+        row = {"step": step + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             row.update(evaluate_heldout(model, tok, scorer, heldout, cfg, device))
         log_metrics(out, writer, row)
         bar.set_postfix({k: row[k] for k in ("outer_after", "parse_rate") if k in row})
+        guard.record(skip, step + 1, last_saved)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_meta_checkpoint(out, model, scorer, info, {
                 "step": step + 1, "opt_scorer": opt_scorer.state_dict(),
                 "opt_gen": opt_gen.state_dict() if opt_gen is not None else None})
+            last_saved = step + 1
     print(f"saved MASS checkpoint to {out}")
     return out
 
@@ -181,7 +191,6 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
         s = example_weights(model, tok, scorer, target.problem, syn.examples)  # (m,), graph to eta
         outer, solve_loss, extra = outer_objective(model, tok, target, phi0, batch, s, live, cfg, gen, device)
         mg = META_GRADS[cfg.meta_grad](model, phi0, batch, s, cfg.adapt.lr, cfg.adapt.steps, outer)
-        (s * mg.ds.to(s.dtype)).sum().div(n).backward()  # eta.grad += sum_i dL/ds_i * ds_i/deta
 
         # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
         reward = -mg.ds.float()
@@ -189,7 +198,11 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
         synth_batch = make_sft_batch(tok, [synth_prompt(target.problem, uses_chat_template(tok))] * len(kept), kept, device)
         logp = token_logprobs(model, live, synth_batch.input_ids, synth_batch.attention_mask)
         gen_loss, gen_diag = grpo_loss(logp, logp.detach(), synth_batch.target_mask, group_advantages(reward), cfg.clip)
-        ((gen_loss + cfg.gamma * solve_loss) / n).backward()
+        if not all_finite(s, mg.ds, mg.outer_loss, gen_loss, solve_loss):  # this problem contributes nothing
+            rows.append({"nonfinite": 1.0, "skipped": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m})
+            continue
+        # scorer: eta.grad += sum_i dL/ds_i * ds_i/deta; generator: theta.grad += d(gen + gamma * solve)
+        ((s * mg.ds.to(s.dtype)).sum() + gen_loss + cfg.gamma * solve_loss).div(n).backward()
 
         with torch.no_grad():
             gold_before = _gold_ce(model, tok, target, phi0, device)
@@ -204,7 +217,7 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
                 # more weight on example i would lower the outer loss)
                 extra["signal_auc"] = within_group_auc([([float(-d) for d in mg.ds], right)])  # same pairs: never None
         rows.append({
-            "skipped": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m,
+            "skipped": 0.0, "nonfinite": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m,
             "outer_after": mg.outer_loss if cfg.outer == "gold" else 1.0 - extra["reward_after"],
             "gold_ce_before": gold_before, "gold_ce_after": gold_after,
             "reward_mean": float(reward.mean()), "meta_grad_norm": float(mg.ds.norm()),

@@ -28,6 +28,7 @@ from mass.checker import extract_final_answer, is_equivalent
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
+from mass.guard import BadStepGuard, all_finite, grads_finite
 from mass.inner import make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.meta_train import (log_metrics, solve_sampling_default, split_training_problems, tensorboard_writer,
@@ -56,6 +57,8 @@ class SolverGRPOConfig:
     dtype: str = setting("float32", "base model dtype (the LoRA stays float32)")
     device: str = setting("auto", "auto, cpu or cuda")
     tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")
+    max_bad_steps: int = setting(5, "stop after this many steps in a row with only NaN/Inf losses or gradients "
+                                    "(each is skipped, not applied; 0: never stop)")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.k < 2 or self.heldout < 0:
@@ -79,21 +82,26 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if start == 0:
         log_metrics(out, writer, {"step": 0, **heldout_accuracy(model, tok, heldout, cfg)})
+    guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="solver grpo", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
         rng = random.Random(cfg.seed * 1_000_003 + step)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
         metrics = grpo_step(model, tok, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
-        opt.step()
+        skip = metrics["nonfinite"] == 1.0 or not grads_finite(live.values())
+        if not skip:
+            opt.step()
         opt.zero_grad(set_to_none=True)
-        row = {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+        row = {"step": step + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             row.update(heldout_accuracy(model, tok, heldout, cfg))
         log_metrics(out, writer, row)
         bar.set_postfix(reward=row["reward_mean"])
+        guard.record(skip, step + 1, last_saved)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_meta_checkpoint(out, model, None, info, {"step": step + 1, "opt": opt.state_dict()})
+            last_saved = step + 1
     print(f"saved Solver GRPO checkpoint to {out}")
     return out
 
@@ -103,20 +111,22 @@ def grpo_step(model, tok, live: dict, targets: list, cfg: SolverGRPOConfig, gen:
     prompts = [solve_prompt(t.problem, uses_chat_template(tok)) for t in targets for _ in range(cfg.k)]
     with torch.no_grad():
         solutions = generate(model, tok, prompts, cfg.solve_sampling, gen)
-    rewards, losses, clip = [], [], []
+    rewards, losses, clip, nonfinite = [], [], [], []
     for j, target in enumerate(targets):
         mine = solutions[j * cfg.k : (j + 1) * cfg.k]
         r = torch.tensor([float(is_equivalent(target.answer, extract_final_answer(x))) for x in mine])
         batch = make_sft_batch(tok, prompts[j * cfg.k : (j + 1) * cfg.k], mine, device)
         logp = token_logprobs(model, live, batch.input_ids, batch.attention_mask)
         loss, diag = grpo_loss(logp, logp.detach(), batch.target_mask, group_advantages(r), cfg.clip)
-        (loss / len(targets)).backward()
+        nonfinite.append(float(not all_finite(loss)))
+        if not nonfinite[-1]:  # a NaN/Inf loss contributes nothing (mass/guard.py)
+            (loss / len(targets)).backward()
         rewards.append(float(r.mean()))
         losses.append(float(loss.detach()))
         clip.append(diag["clip_frac"])
     n = len(targets)
     return {"reward_mean": round(sum(rewards) / n, 6), "loss": round(sum(losses) / n, 6),
-            "clip_frac": round(sum(clip) / n, 6)}
+            "clip_frac": round(sum(clip) / n, 6), "nonfinite": round(sum(nonfinite) / n, 6)}
 
 
 @torch.no_grad()

@@ -146,3 +146,38 @@ def test_a_training_state_that_would_run_code_is_refused_not_executed(tmp_path):
     with pytest.raises(MassError, match="refused"):
         load_train_state(path)
     assert not marker.exists()
+
+
+def _nan_meta_grads_from(monkeypatch, first_bad_call: int) -> None:
+    """From its `first_bad_call`-th call on, the meta-gradient comes back NaN."""
+    import mass.meta_train as mt
+
+    real, calls = mt.META_GRADS["hybrid"], []
+
+    def faulty(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        if len(calls) >= first_bad_call:
+            result.ds = torch.full_like(result.ds, float("nan"))
+        return result
+
+    monkeypatch.setitem(mt.META_GRADS, "hybrid", faulty)
+
+
+@pytest.mark.slow
+def test_nan_meta_gradients_are_skipped_and_too_many_in_a_row_stop_the_run(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _nan_meta_grads_from(monkeypatch, first_bad_call=2)  # step 1 is fine, every later one is NaN
+    args = ["meta-train", "outer=gold", f"out={out}", *TINY, "steps=4", "max_bad_steps=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "stopped at step 3: 2 steps in a row had only NaN/Inf" in err and "Traceback" not in err
+    assert "last checkpoint (step 2)" in err  # step 2 was skipped, not applied, and saved (save_every=1)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("skipped_step")) for r in rows] == [(0, None), (1, 0.0), (2, 1.0), (3, 1.0)]
+    assert rows[2]["nonfinite"] == 1.0
+    scorer = load_scorer(out / "scorer")  # the step-2 checkpoint: finite
+    assert all(torch.isfinite(p).all() for p in scorer.parameters())
+    assert json.loads((out / "mass.json").read_text())["outer"] == "gold"
+    from mass.checkpoint import load_train_state
+    assert load_train_state(out / "train_state.pt")["step"] == 2
