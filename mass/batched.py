@@ -57,8 +57,8 @@ def per_row_lora(model: torch.nn.Module, phi: Params, rows: torch.Tensor) -> Ite
         def add_delta(module, args, output):
             x = args[0]
             a = phi[a_name][rows]  # (B, r, in)
-            b = phi[b_name][rows]  # (B, out, r)
-            delta = torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2)) * scaling
+            b = phi[b_name][rows] * scaling  # (B, out, r); scaled here, r columns, not on the (B, L, out) delta
+            delta = torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2))
             return output + delta.to(output.dtype)
         return add_delta
 
