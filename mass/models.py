@@ -103,13 +103,22 @@ def resolve_model_name(name: str | None) -> str:
     return name
 
 
+def looks_like_a_path(name: str) -> bool:
+    """A name no hub id can be: absolute, ~, ./ or ../, more than one '/', or a Windows path."""
+    return (name.startswith(("/", "~", "./", "../", ".\\")) or name.count("/") > 1 or "\\" in name
+            or (len(name) > 1 and name[1] == ":"))
+
+
 def load_model(name: str | None = None, dtype: str = "float32", device: str | torch.device = "cpu",
                attn_implementation: str = "sdpa") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model in eval mode, tokenizer with left padding) from a local path or hub id."""
     path = resolve_model_name(name)
     if dtype not in DTYPES:
         raise MassError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    path = str(Path(path).expanduser()) if path.startswith("~") else path
     where, extra = path, {}
+    if looks_like_a_path(path) and not Path(path).exists():
+        raise MassError(f"model path not found: {path} (a local directory with config.json, or a .gguf file)")
     if path.endswith(".gguf"):  # a llama.cpp file: transformers dequantises it (needs the `gguf` package)
         if not Path(path).is_file():
             raise MassError(f"GGUF file not found: {path}")

@@ -181,3 +181,54 @@ def test_nan_meta_gradients_are_skipped_and_too_many_in_a_row_stop_the_run(tmp_p
     assert json.loads((out / "mass.json").read_text())["outer"] == "gold"
     from mass.checkpoint import load_train_state
     assert load_train_state(out / "train_state.pt")["step"] == 2
+
+
+def _saved_step(out) -> int:
+    from mass.checkpoint import finish_committed_write, load_train_state
+
+    finish_committed_write(out)
+    path = out / "train_state.pt"
+    return load_train_state(path)["step"] if path.is_file() else 0
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_reaches_the_uninterrupted_run(tmp_path):
+    """A real SIGKILL in the middle of meta-training (after the first checkpoint, during a later
+    step or save); --resume then ends with the same weights and final metrics as a run never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["meta-train", "outer=gold", *TINY, "steps=3"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mass", *args, f"out={killed}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while _saved_step(killed) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # into step 2
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert 1 <= _saved_step(killed) < 3
+    assert main([*args, f"out={killed}", "--resume"]) == 0
+    assert main([*args, f"out={straight}"]) == 0
+
+    a, b = load_scorer(straight / "scorer"), load_scorer(killed / "scorer")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+    from safetensors.torch import load_file
+    ga = load_file(straight / "generator" / "adapter_model.safetensors")
+    gb = load_file(killed / "generator" / "adapter_model.safetensors")
+    for name in ga:
+        assert torch.allclose(ga[name], gb[name], atol=1e-6), name
+    rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (straight, killed)]
+    assert [r["step"] for r in rows[1]] == [0, 1, 2, 3]
+    for key, value in rows[0][-1].items():
+        if key != "seconds":
+            assert rows[1][-1][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

@@ -46,8 +46,9 @@ def test_lora_attaches_trainable_adapters_only(tiny_model_dir):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(MassError, match="could not load model"):
-        load_model(str(tmp_path / "nope"))
+    for missing in (str(tmp_path / "nope"), "./nope", "../models/nope", "~/nope-mass-test", "a/b/c"):
+        with pytest.raises(MassError, match=f"model path not found: .*nope|model path not found: a/b/c"):
+            load_model(missing)  # plainly "not found", not a hub-id syntax error
 
 
 def test_seeded_lora_init_is_reproducible_and_leaves_the_global_rng_alone(tiny_tokenizer):
@@ -65,8 +66,10 @@ def test_seeded_lora_init_is_reproducible_and_leaves_the_global_rng_alone(tiny_t
 
 
 def test_a_missing_gguf_file_is_a_clear_error(tmp_path):
-    with pytest.raises(MassError, match="GGUF file not found"):
+    with pytest.raises(MassError, match="model path not found: .*model.Q4_1.gguf"):
         load_model(str(tmp_path / "model.Q4_1.gguf"))
+    with pytest.raises(MassError, match="GGUF file not found: model.Q4_1.gguf"):  # a bare name: not a hub id either
+        load_model("model.Q4_1.gguf")
 
 
 @pytest.mark.parametrize("init", ["default", "gaussian", "orthogonal"])

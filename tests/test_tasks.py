@@ -23,9 +23,10 @@ def test_shared_gsm8k_jsonl(shared_data):
     assert problems[0].solution.endswith("\\boxed{18}$.")
 
 
-def test_shared_math_train_has_null_levels(shared_data):
+def test_shared_math_train_has_null_levels_and_two_empty_answers(shared_data, capsys):
     problems = load_task(str(shared_data / "math_train.jsonl")).load(None)
-    assert len(problems) == 12000 and sum(p.level is None for p in problems) == 2
+    assert len(problems) == 11998 and sum(p.level is None for p in problems) == 2
+    assert "skipped 2 problem(s) with an empty field: " in capsys.readouterr().err  # \\boxed{} in the source
 
 
 def test_prompt_rendering_and_extraction():
@@ -54,6 +55,19 @@ def test_non_utf8_jsonl_names_the_line_and_byte(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"problem": "x", "answer": "1"}\n{"problem": "What is 2+2?\xff\xfe", "answer": "4"}\n')
     with pytest.raises(MassError, match=r"bad.jsonl:2: not UTF-8 text \(byte 0xff at offset 25\)"):
+        load_task(str(path)).load(None)
+
+
+def test_rows_with_an_empty_problem_or_answer_are_skipped_with_one_warning(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"problem": " \\n ", "answer": "1"}\n{"problem": "x", "answer": "2"}\n'
+                    '{"problem": "y", "answer": " "}\n{"question": "", "answer": "#### 3"}\n')
+    assert [p.answer for p in load_task(str(path)).load(None)] == ["2"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: skipped 3 problem(s) with an empty field")
+    assert "d.jsonl:1: field 'problem' is empty" in err[0] and "d.jsonl:3: field 'answer' is empty" in err[0]
+    path.write_text('{"problem": "", "answer": "1"}\n')
+    with pytest.raises(MassError, match="no problems"):
         load_task(str(path)).load(None)
 
 

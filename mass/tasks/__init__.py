@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ def read_jsonl_problems(path: Path, limit: int | None) -> list[Problem]:
     from mass.tasks.gsm8k import problem_from_gsm8k
     from mass.tasks.math import problem_from_math
 
-    problems = []
+    problems, skipped = [], []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             line = decode_utf8(raw, f"{path}:{lineno}")
@@ -70,12 +71,17 @@ def read_jsonl_problems(path: Path, limit: int | None) -> list[Problem]:
             if not isinstance(row, dict):
                 raise MassError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             where = f"{path}:{lineno}"
-            if "question" in row:
-                problems.append(problem_from_gsm8k(row, default_id=f"{path.stem}/{len(problems)}", where=where))
-            else:
-                problems.append(problem_from_math(row, default_id=f"{path.stem}/{len(problems)}", where=where))
+            read = problem_from_gsm8k if "question" in row else problem_from_math
+            try:
+                problems.append(read(row, default_id=f"{path.stem}/{len(problems)}", where=where))
+            except EmptyField as e:  # a row that cannot be posed or graded (MATH's train set has one)
+                skipped.append(str(e))
+                continue
             if limit is not None and len(problems) >= limit:
                 break
+    if skipped:
+        print(f"warning: skipped {len(skipped)} problem(s) with an empty field: {'; '.join(skipped[:3])}"
+              f"{' ...' if len(skipped) > 3 else ''}", file=sys.stderr)
     if not problems:
         raise MassError(f"{path}: no problems in the file")
     return problems
@@ -89,8 +95,14 @@ def decode_utf8(raw: bytes, where: str) -> str:
         raise MassError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
 
 
+class EmptyField(MassError):
+    """A data row whose problem or answer is empty: skipped with a warning, not fatal."""
+
+
 def require(row: dict, key: str, where: str) -> str:
     """A required string field of a data row, or a clear error naming the line."""
     if key not in row or row[key] is None:
         raise MassError(f"{where}: missing field '{key}' (have: {', '.join(row) or 'none'})")
+    if not str(row[key]).strip():
+        raise EmptyField(f"{where}: field '{key}' is empty")
     return str(row[key])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mass.checker import extract_boxed
 from mass.errors import MassError
-from mass.tasks import Task, require
+from mass.tasks import EmptyField, Task, require
 from mass.tasks.problem import Problem
 
 
@@ -24,6 +24,8 @@ def problem_from_math(row: dict, default_id: str, where: str) -> Problem:
         answer = extract_boxed(str(solution))
     if answer is None:
         raise MassError(f"{where}: missing field 'answer' (and no \\boxed{{}} answer in 'solution')")
+    if not str(answer).strip():
+        raise EmptyField(f"{where}: field 'answer' is empty")
     level = row.get("level")
     if isinstance(level, str):  # the original MATH files say "Level 3"
         level = int(level.split()[-1]) if level.split() and level.split()[-1].isdigit() else None
