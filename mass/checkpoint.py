@@ -31,6 +31,18 @@ from mass.scorer import Scorer, load_scorer, save_scorer
 
 
 CHECKPOINT_ITEMS = ("generator", "scorer", "mass.json", "train_state.pt")
+# the embedded model's meta-trained checkpoints, shipped in the package: mass, mass-gold, solver-grpo
+SHIPPED_CHECKPOINTS = Path(__file__).parent / "assets" / "checkpoints"
+
+
+def is_shipped(path: Path) -> bool:
+    return Path(path).resolve().is_relative_to(SHIPPED_CHECKPOINTS.resolve())
+
+
+def default_checkpoint(method: str, model: str) -> Path | None:
+    """The shipped checkpoint of `method` for the embedded model (model ''), else None."""
+    path = SHIPPED_CHECKPOINTS / method
+    return path if not model and (path / "mass.json").is_file() else None
 
 
 def save_meta_checkpoint(directory: Path, peft_model, scorer: Scorer | None, info: dict, state: dict) -> None:

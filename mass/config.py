@@ -5,7 +5,7 @@ Each recipe declares one dataclass at the top of its file, built from `setting(.
 the dataclass defaults, an optional YAML file and the command-line overrides. Unknown keys and
 values of the wrong type raise `MassError` naming the key, so a typo never passes silently.
 
-    cfg = load_config(EvalConfig, "configs/eval.yaml", ["generation.temperature=0.7", "limit=20"])
+    cfg = load_config(EvalConfig, "my-eval.yaml", ["sampling.temperature=0.7", "limit=20"])
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise MassError(f"override '{item}' must look like key=value (for example generation.temperature=0.7)")
+        raise MassError(f"override '{item}' must look like key=value (for example sampling.temperature=0.7)")
     key, raw = item.split("=", 1)
     key = key.strip().removeprefix("--")
     if not key:

@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mass import dist
 from mass.checker import is_equivalent
-from mass.checkpoint import checkpoint_model
+from mass.checkpoint import checkpoint_model, default_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.methods import MethodContext, get_method
@@ -63,6 +63,7 @@ class EvalConfig:
 
 def run(cfg: EvalConfig) -> dict:
     method = get_method(cfg.method)
+    cfg = with_checkpoint(cfg)
     task = load_task(cfg.data)
     problems = task.load(cfg.limit)
     device = dist.init()  # joins the process group under torchrun
@@ -96,6 +97,22 @@ def run(cfg: EvalConfig) -> dict:
         print(f"wrote {cfg.out}")
     dist.barrier()
     return result
+
+
+CHECKPOINT_METHODS = {"mass": "mass meta-train outer=verifier", "mass-gold": "mass meta-train outer=gold",
+                      "solver-grpo": "mass grpo"}
+
+
+def with_checkpoint(cfg: EvalConfig) -> EvalConfig:
+    """A method that needs a trained checkpoint gets the shipped one for the embedded model when
+    none is given; for another model it is an error, before any work starts."""
+    if cfg.method not in CHECKPOINT_METHODS or cfg.checkpoint:
+        return cfg
+    shipped = default_checkpoint(cfg.method, cfg.model)
+    if shipped is None:
+        raise MassError(f"--method {cfg.method} needs --checkpoint DIR for model '{cfg.model}' "
+                        f"(make one with `{CHECKPOINT_METHODS[cfg.method]} model={cfg.model}`)")
+    return replace(cfg, checkpoint=str(shipped))
 
 
 def make_record(index: int, problem, task, output: dict, seconds: float, timeout: float) -> dict:

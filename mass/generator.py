@@ -20,7 +20,6 @@ from mass.prompts import Synthesised, parse_synthesised, synth_prompt
 
 @dataclass
 class Synthesis:
-    target: str  # the problem T the examples were written for
     completions: list[str]  # the m raw samples
     examples: list[Synthesised]  # the parseable ones, in sample order
     example_completions: list[str]  # the raw completion each example was parsed from
@@ -34,10 +33,10 @@ def synthesise(model, tokenizer, targets: list[str], m: int, sampling: SamplingC
     prompts = [synth_prompt(t, chat) for t in targets for _ in range(m)]
     completions = generate(model, tokenizer, prompts, sampling, generator)
     out = []
-    for j, target in enumerate(targets):
+    for j in range(len(targets)):
         raw = completions[j * m : (j + 1) * m]
         parsed = [(parse_synthesised(c), c) for c in raw]
         kept = [(s, c) for s, c in parsed if s is not None]
-        out.append(Synthesis(target=target, completions=raw, examples=[s for s, _ in kept],
+        out.append(Synthesis(completions=raw, examples=[s for s, _ in kept],
                              example_completions=[c for _, c in kept], n_dropped=m - len(kept)))
     return out

@@ -7,7 +7,7 @@ plain SGD on the weighted SFT loss (never Adam: its first step is ~sign(g), with
     L_in(phi; s) = sum_i s_i * l_i(phi)        l_i = mean token CE of the answer part of example i
     phi_{k+1}    = phi_k - alpha * grad L_in(phi_k; s),    k = 0 .. K-1
 
-The meta-gradient dL_outer(phi_K)/ds_i comes two ways (METHOD.md):
+The meta-gradient dL_outer(phi_K)/ds_i comes two ways (docs/method.md):
 
 - `meta_grad_unrolled`: reverse-over-reverse through the unrolled K steps (create_graph=True);
   the reference, memory grows with K.

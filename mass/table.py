@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mass import dist
+from mass.checkpoint import default_checkpoint, is_shipped
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.evaluate import EvalConfig, write_json
@@ -39,7 +40,6 @@ from mass.meta_train import MetaTrainConfig
 from mass.methods import METHODS
 from mass.solver_grpo import SolverGRPOConfig
 
-SHIPPED_CHECKPOINTS = Path(__file__).parent / "assets" / "checkpoints"
 TRAINED = ("solver-grpo", "mass-gold", "mass")  # methods that need a checkpoint
 LABELS = {"base": "Base", "ttt": "Base TTT", "ttss": "Base TT-SS", "solver-grpo": "Solver GRPO",
           "mass-gold": "MASS_gold", "mass": "MASS"}
@@ -148,8 +148,8 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
     given = getattr(cfg.checkpoints, method.replace("-", "_"))
     if given:
         path = Path(given)
-    elif not cfg.model and (SHIPPED_CHECKPOINTS / method / "mass.json").is_file():
-        path = SHIPPED_CHECKPOINTS / method
+    elif default_checkpoint(method, cfg.model):
+        path = default_checkpoint(method, cfg.model)
     else:  # another model, or the embedded model before its checkpoints ship: trained into out/
         path = Path(cfg.out) / "checkpoints" / method
     if (path / "mass.json").is_file():
@@ -158,7 +158,7 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
             raise MassError(f"checkpoint {path} was trained on model '{info.get('model') or 'embedded'}', "
                             f"not '{cfg.model or 'embedded'}': give checkpoints.{method.replace('-', '_')}=DIR")
         return path
-    if path.resolve().is_relative_to(SHIPPED_CHECKPOINTS.resolve()):
+    if is_shipped(path):
         raise MassError(f"refusing to train into the package ({path}): give checkpoints.{method.replace('-', '_')}=DIR")
     if not cfg.train_missing:
         raise MassError(f"no checkpoint for {method} at {path} (train_missing=false)")

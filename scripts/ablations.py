@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from mass.cli import main as mass
-from mass.table import SHIPPED_CHECKPOINTS
+from mass.checkpoint import SHIPPED_CHECKPOINTS
 
 
 def evaluate(name: str, out: Path, args, checkpoint: Path, *settings: str) -> dict:

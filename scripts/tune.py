@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mass import dist
 from mass.cli import main as mass
-from mass.table import SHIPPED_CHECKPOINTS
+from mass.checkpoint import SHIPPED_CHECKPOINTS
 
 ADAPTING = ("ttt", "ttss", "mass-gold", "mass")
 

@@ -60,20 +60,18 @@ def test_eval_with_adaptation_records_the_details(gold_checkpoint, tmp_path, met
         args += ["--checkpoint", str(gold_checkpoint)]
     assert main(args) == 0
     result = json.loads(out.read_text())
-    record = result["records"][0]
-    for key in ("n_parsed", "n_dropped", "adapted", "seconds_generate", "seconds_update", "seconds_answer"):
-        assert key in record
-    if record["adapted"]:
+    for record in result["records"]:
+        for key in ("n_parsed", "n_dropped", "adapted", "seconds_generate", "seconds_update", "seconds_answer"):
+            assert key in record
+    adapted = [r for r in result["records"] if r["adapted"]]
+    assert adapted, "no problem was adapted: the embedded model should parse its own samples"
+    for record in adapted:
         weights = [e["weight"] for e in record["examples"]]
+        assert len(weights) == record["n_parsed"] > 0
         if method == "ttss":  # uniform 1/m
             assert sum(weights) == pytest.approx(1.0, abs=1e-3)
         else:  # the meta-trained scorer's default normalisation: 2*sigmoid/m, each in (0, 2/m)
             assert all(0 < w < 2 / len(weights) for w in weights)
-
-
-def test_mass_without_checkpoint_is_a_clear_error(tmp_path, capsys):
-    assert main(["eval", "--method", "mass", "--limit", "1", "--out", str(tmp_path / "r.json")]) == 2
-    assert "needs --checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -58,18 +58,33 @@ def test_solver_grpo_trains_a_lora_and_answers_with_it(tmp_path):
     assert json.loads(out.read_text())["n"] == 3
 
 
-def test_solver_grpo_without_checkpoint_is_a_clear_error(tmp_path, capsys):
-    assert main(["eval", "--method", "solver-grpo", "--limit", "1", "--out", str(tmp_path / "r.json")]) == 2
-    assert "needs --checkpoint" in capsys.readouterr().err
+@pytest.mark.parametrize("method", ["solver-grpo", "mass", "mass-gold"])
+def test_trained_methods_on_another_model_need_a_checkpoint_before_any_work(tmp_path, capsys, method):
+    out = tmp_path / "r.json"
+    assert main(["eval", "--method", method, "--model", str(tmp_path / "model"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--method {method} needs --checkpoint DIR for model" in err and "eval " not in err  # no progress bar
+    assert not out.exists()
+
+
+def test_trained_methods_on_the_embedded_model_default_to_the_shipped_checkpoints():
+    from mass.checkpoint import SHIPPED_CHECKPOINTS
+    from mass.evaluate import EvalConfig, with_checkpoint
+
+    for method in ("solver-grpo", "mass", "mass-gold"):
+        assert with_checkpoint(EvalConfig(method=method)).checkpoint == str(SHIPPED_CHECKPOINTS / method)
+    assert with_checkpoint(EvalConfig(method="mass", checkpoint="mine")).checkpoint == "mine"
+    assert with_checkpoint(EvalConfig(method="ttss")).checkpoint == ""
 
 
 def test_table_uses_shipped_checkpoints_when_present_else_trains_into_out(tmp_path, monkeypatch):
+    import mass.checkpoint
     import mass.table as table
 
     shipped = tmp_path / "shipped"
     (shipped / "mass").mkdir(parents=True)
     (shipped / "mass" / "mass.json").write_text(json.dumps({"model": ""}))
-    monkeypatch.setattr(table, "SHIPPED_CHECKPOINTS", shipped)
+    monkeypatch.setattr(mass.checkpoint, "SHIPPED_CHECKPOINTS", shipped)
     cfg = table.TableConfig(out=str(tmp_path / "out"), train_missing=False)
     assert table.ensure_checkpoint("mass", cfg) == shipped / "mass"
     with pytest.raises(MassError, match=f"no checkpoint for mass-gold at {tmp_path / 'out' / 'checkpoints'}"):
@@ -87,7 +102,7 @@ def test_table_train_only_trains_the_missing_checkpoint_and_evaluates_nothing(tm
 
 
 @pytest.mark.slow
-def test_table_on_the_embedded_model_writes_every_file(tmp_path):
+def test_table_on_the_embedded_model_writes_every_file(tmp_path, monkeypatch):
     """`mass table` trains the three missing checkpoints (one step each), evaluates all six methods."""
     out = tmp_path / "table"
     ckpts = [f"checkpoints.{m.replace('-', '_')}={tmp_path / m}" for m in TRAINED]
@@ -104,9 +119,15 @@ def test_table_on_the_embedded_model_writes_every_file(tmp_path):
         assert result["config"]["seed"] == 0 and result["config"]["limit"] == 3
     md = (out / "table.md").read_text()
     assert "| MASS |" in md and "Δ vs Base" in md and "Command: `mass table" in md
-    # a second run reuses every result made with the same settings
+    # a second run reuses every result made with the same settings: no method is evaluated again
+    import mass.table as table_module
+
+    made = {m: (out / f"{m}.json").read_bytes() for m in METHODS}
+    monkeypatch.setattr(table_module, "run_eval", lambda cfg: pytest.fail(f"{cfg.method} was evaluated again"))
     assert main(["table", "limit=3", f"out={out}", "reuse=true", *ckpts, *TINY_TRAIN,
                  *[f"eval.{x}" for x in FAST_EVAL]]) == 0
+    assert {m: (out / f"{m}.json").read_bytes() for m in METHODS} == made
+    assert json.loads((out / "table.json").read_text())["rows"] == table["rows"]
 
 
 @pytest.mark.slow

@@ -28,7 +28,6 @@ _MODULES = ("mass.tasks.minimath", "mass.tasks.math", "mass.tasks.gsm8k")
 class Task:
     name: str
     load: Callable[[int | None], list[Problem]]  # limit -> the first `limit` problems (all if None)
-    description: str = ""
     render_prompt: Callable[[Problem, bool], object] = field(default=lambda p, chat: solve_prompt(p.problem, chat))
     extract_answer: Callable[[str], str | None] = extract_final_answer
 
@@ -49,7 +48,7 @@ def load_task(name_or_path: str) -> Task:
     if path.suffix == ".jsonl" or path.exists():
         if not path.is_file():
             raise MassError(f"data file not found: {path}")
-        return Task(name=str(path), load=lambda limit: read_jsonl_problems(path, limit), description="local JSONL")
+        return Task(name=str(path), load=lambda limit: read_jsonl_problems(path, limit))
     raise MassError(f"unknown data '{name_or_path}': use one of {', '.join(sorted(tasks))}, or a path to a .jsonl file")
 
 
