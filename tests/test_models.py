@@ -48,7 +48,7 @@ def test_lora_attaches_trainable_adapters_only(tiny_model_dir):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     for missing in (str(tmp_path / "nope"), "./nope", "../models/nope", "~/nope-mass-test", "a/b/c"):
-        with pytest.raises(MassError, match=f"model path not found: .*nope|model path not found: a/b/c"):
+        with pytest.raises(MassError, match="model path not found: .*nope|model path not found: a/b/c"):
             load_model(missing)  # plainly "not found", not a hub-id syntax error
 
 
