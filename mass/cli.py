@@ -55,6 +55,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         epilog="settings (top-level ones also as --name VALUE; nested ones as group.name=VALUE):\n" + format_help(cls),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overridden by the command line)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the libraries' warnings and weight-loading bars (hidden by default)")
     for flag in command.flags:
         p.add_argument(f"--{flag}", action="store_true", help=f"{flag} (see above)")
     for f in dataclasses.fields(cls):
@@ -77,6 +79,25 @@ def _config_class(command: Command) -> type:
     return getattr(importlib.import_module(command.module), command.config)
 
 
+def quiet_libraries(verbose: bool) -> None:
+    """Hide what transformers, PEFT and torch print on every run (deprecation warnings, "Loading
+    weights" bars): a user should see our progress bars and results. `-v` shows them again."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    if verbose:
+        hf_logging.set_verbosity_warning()
+        hf_logging.enable_progress_bar()
+        return
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch)(\.|$)")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -95,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[name]
     overrides = list(args.overrides)
     overrides += [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("set_") and v is not None]
+    quiet_libraries(args.verbose)
     try:
         cfg = load_config(_config_class(command), args.config, overrides)
         if command.positional and getattr(args, command.positional) is not None:

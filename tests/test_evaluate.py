@@ -91,3 +91,18 @@ def test_torchrun_shards_and_merges_to_the_single_process_result(tmp_path):
     assert [r["id"] for r in a["records"]] == [r["id"] for r in b["records"]]
     assert [r["generated"] for r in a["records"]] == [r["generated"] for r in b["records"]]
     assert a["accuracy"] == b["accuracy"] and a["by_subject"] == b["by_subject"]
+
+
+def test_output_is_quiet_unless_verbose(tmp_path, capsys):
+    """Library warnings and weight-loading bars are hidden; -v shows them (the embedded model's
+    loading prints a "Loading weights" bar in transformers 5)."""
+    import warnings
+
+    args = ["eval", "--limit", "1", "--out", str(tmp_path / "r.json"), "sampling.max_new_tokens=4"]
+    with warnings.catch_warnings():
+        assert main(args) == 0
+    quiet = capsys.readouterr().err
+    assert "Loading weights" not in quiet and "Warning" not in quiet and "eval base" in quiet
+    with warnings.catch_warnings():
+        assert main([*args, "-v"]) == 0
+    assert "Loading weights" in capsys.readouterr().err

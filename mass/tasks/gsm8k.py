@@ -36,6 +36,6 @@ def load_hub(split: str, limit: int | None) -> list[Problem]:
 
 
 TASKS = {
-    "gsm8k": Task("gsm8k", lambda limit: load_hub("test", limit), "GSM8K test from the hub (openai/gsm8k)"),
-    "gsm8k-train": Task("gsm8k-train", lambda limit: load_hub("train", limit), "GSM8K train from the hub"),
+    "gsm8k": Task("gsm8k", lambda limit: load_hub("test", limit)),  # openai/gsm8k from the hub
+    "gsm8k-train": Task("gsm8k-train", lambda limit: load_hub("train", limit)),
 }

@@ -47,8 +47,6 @@ def load_hub(repo: str, split: str, limit: int | None) -> list[Problem]:
 
 
 TASKS = {
-    "math500": Task("math500", lambda limit: load_hub("HuggingFaceH4/MATH-500", "test", limit),
-                    "MATH-500 from the hub (HuggingFaceH4/MATH-500)"),
-    "math-train": Task("math-train", lambda limit: load_hub("DigitalLearningGmbH/MATH-lighteval", "train", limit),
-                       "MATH train from the hub (DigitalLearningGmbH/MATH-lighteval)"),
+    "math500": Task("math500", lambda limit: load_hub("HuggingFaceH4/MATH-500", "test", limit)),
+    "math-train": Task("math-train", lambda limit: load_hub("DigitalLearningGmbH/MATH-lighteval", "train", limit)),
 }

@@ -22,9 +22,9 @@ def _loader(split: str, last: int | None = None):
 
 
 TASKS = {
-    "minimath-500": Task("minimath-500", _loader("minimath-500"), "MiniMath test: MATH-500's subject and level mix"),
-    "minimath-meta": Task("minimath-meta", _loader("minimath-meta"), "MiniMath meta-training set: 1,000 problems"),
-    "minimath-dev": Task("minimath-dev", _loader("minimath-meta", last=DEV_SIZE),
-                         "the last 100 minimath-meta problems, held out of meta-training: tune inference settings here"),
-    "minimath-train": Task("minimath-train", _loader("minimath-train"), "MiniMath pretraining-distribution pool"),
+    "minimath-500": Task("minimath-500", _loader("minimath-500")),  # test: MATH-500's subject and level mix
+    "minimath-meta": Task("minimath-meta", _loader("minimath-meta")),  # meta-training set: 1,000 problems
+    # the last 100 minimath-meta problems, held out of meta-training: tune inference settings here
+    "minimath-dev": Task("minimath-dev", _loader("minimath-meta", last=DEV_SIZE)),
+    "minimath-train": Task("minimath-train", _loader("minimath-train")),  # the pretraining-distribution pool
 }
