@@ -95,6 +95,34 @@ class TableConfig:
             raise MassError(f"unknown method(s) {', '.join(unknown)} in methods: use {', '.join(METHODS)}")
         if not self.methods:
             raise MassError("methods is empty: name at least one of " + ", ".join(METHODS))
+        ignored = set_but_ignored(self)
+        if ignored:
+            raise MassError("the table sets these itself, so they would be ignored: " + "; ".join(ignored))
+
+
+# settings of the nested configs that the table fills in itself, and the setting a user sets instead
+TABLE_SETS = {
+    "eval": {"method": "methods", "model": "model", "data": "data", "limit": "limit", "seed": "seed",
+             "checkpoint": "checkpoints.<method>", "out": "out"},
+    "meta_train": {"model": "model", "out": "checkpoints.mass / checkpoints.mass_gold", "outer": "methods"},
+    "grpo": {"model": "model", "out": "checkpoints.solver_grpo"},
+}
+
+
+def set_but_ignored(cfg: TableConfig) -> list[str]:
+    """Each nested setting given a non-default value that the table would overwrite, with what
+    to set instead; and eval.adapt values that a method's tuned.* setting replaces."""
+    defaults = {"eval": EvalConfig(), "meta_train": MetaTrainConfig(), "grpo": SolverGRPOConfig()}
+    problems = [f"{group}.{key} (set {instead})" for group, keys in TABLE_SETS.items() for key, instead in keys.items()
+                if getattr(getattr(cfg, group), key) != getattr(defaults[group], key)]
+    for key in ("lr", "steps", "m"):
+        if getattr(cfg.eval.adapt, key) != getattr(defaults["eval"].adapt, key):
+            replaced_for = [m for m in cfg.methods if getattr(getattr(cfg.tuned, m.replace("-", "_"), None), key, None)
+                            is not None]
+            if replaced_for:
+                problems.append(f"eval.adapt.{key} (replaced by tuned.<method>.{key} for {', '.join(replaced_for)}: "
+                                f"set tuned.{replaced_for[0].replace('-', '_')}.{key}, or set it to null)")
+    return problems
 
 
 def run(cfg: TableConfig) -> dict:

@@ -9,6 +9,8 @@ from mass.methods import METHODS
 from mass.methods.ttt import training_examples
 from mass.tasks import load_task
 from mass.errors import MassError
+from mass.adaptation import AdaptConfig
+from mass.evaluate import EvalConfig
 from mass.table import TRAINED
 
 FAST_EVAL = ["adapt.m=2", "adapt.synth.max_new_tokens=100", "sampling.max_new_tokens=100"]
@@ -191,3 +193,26 @@ def test_table_rows_markdown_and_figures(tmp_path):
     plot_training_curves({"mass": metrics}, tmp_path / "curves.png")
     for png in ("gains.png", "curves.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.limit=3", "eval.limit (set limit)"),
+    ("eval.model=x", "eval.model (set model)"),
+    ("eval.checkpoint=x", "eval.checkpoint (set checkpoints.<method>)"),
+    ("meta_train.out=x", "meta_train.out (set checkpoints.mass / checkpoints.mass_gold)"),
+    ("grpo.model=y", "grpo.model (set model)"),
+    ("eval.adapt.steps=3", "eval.adapt.steps (replaced by tuned.<method>.steps for ttt, ttss, mass-gold, mass"),
+])
+def test_table_settings_it_would_overwrite_are_errors_before_any_work(tmp_path, capsys, override, message):
+    assert main(["table", override, f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the table sets these itself") and message in err[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_table_accepts_an_adapt_setting_no_tuned_value_replaces():
+    from mass.table import TableConfig, Tunings, Tuning
+
+    cfg = TableConfig(eval=EvalConfig(adapt=AdaptConfig(m=4)))  # no tuned m: it applies to every method
+    assert cfg.eval.adapt.m == 4
+    TableConfig(methods=["ttss"], eval=EvalConfig(adapt=AdaptConfig(lr=2.0)), tuned=Tunings(ttss=Tuning(steps=4)))
