@@ -38,7 +38,6 @@ import torch
 from tqdm import tqdm
 
 from mass.adaptation import AdaptConfig, example_batch, example_weights, use_lora
-from mass.checker import extract_final_answer, is_equivalent
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
@@ -47,10 +46,10 @@ from mass.guard import BadStepGuard, all_finite, grads_finite
 from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
-from mass.prompts import solve_prompt, synth_prompt
+from mass.prompts import synth_prompt
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
-from mass.tasks import load_task
+from mass.tasks import Task, load_task
 
 
 def _train_adapt() -> AdaptConfig:
@@ -105,6 +104,7 @@ class MetaTrainConfig:
 
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
+    task = load_task(cfg.data)
     train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
     heldout = heldout[: cfg.heldout_eval]
     if cfg.outer == "gold" and any(p.solution is None for p in train + heldout):
@@ -131,7 +131,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     if start == 0:
-        log_metrics(out, writer, {"step": 0, **evaluate_heldout(model, tok, scorer, heldout, cfg, device)})
+        log_metrics(out, writer, {"step": 0, **evaluate_heldout(model, tok, task, scorer, heldout, cfg, device)})
     guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"meta-train ({cfg.outer})",
                dynamic_ncols=True)
@@ -139,7 +139,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         t0 = time.perf_counter()
         rng = random.Random(cfg.seed * 1_000_003 + step)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        metrics = meta_step(model, tok, scorer, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
+        metrics = meta_step(model, tok, task, scorer, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
         skip = metrics.get("nonfinite") == 1.0 or not grads_finite([*scorer.parameters(), *live.values()])
         if not skip:
             opt_scorer.step()
@@ -150,7 +150,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
             opt_gen.zero_grad(set_to_none=True)
         row = {"step": step + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row.update(evaluate_heldout(model, tok, scorer, heldout, cfg, device))
+            row.update(evaluate_heldout(model, tok, task, scorer, heldout, cfg, device))
         log_metrics(out, writer, row)
         bar.set_postfix({k: row[k] for k in ("outer_after", "parse_rate") if k in row})
         guard.record(skip, step + 1, last_saved)
@@ -177,8 +177,8 @@ def training_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTrainConfig, gen: torch.Generator,
-              device) -> dict:
+def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list, cfg: MetaTrainConfig,
+              gen: torch.Generator, device) -> dict:
     """One meta-step over `targets`: accumulates the scorer's and the generator's gradients."""
     phi0 = {n: p.detach().clone() for n, p in live.items()}
     syntheses = synthesise(model, tok, [t.problem for t in targets], cfg.adapt.m, cfg.adapt.synth, gen)
@@ -189,7 +189,7 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
             continue
         batch = example_batch(tok, syn.examples, device)
         s = example_weights(model, tok, scorer, target.problem, syn.examples)  # (m,), graph to eta
-        outer, solve_loss, extra = outer_objective(model, tok, target, phi0, batch, s, live, cfg, gen, device)
+        outer, solve_loss, extra = outer_objective(model, tok, task, target, phi0, batch, s, live, cfg, gen, device)
         mg = META_GRADS[cfg.meta_grad](model, phi0, batch, s, cfg.adapt.lr, cfg.adapt.steps, outer)
 
         # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
@@ -205,8 +205,8 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
         ((s * mg.ds.to(s.dtype)).sum() + gen_loss + cfg.gamma * solve_loss).div(n).backward()
 
         with torch.no_grad():
-            gold_before = _gold_ce(model, tok, target, phi0, device)
-            gold_after = _gold_ce(model, tok, target, mg.phi_K, device)
+            gold_before = _gold_ce(model, tok, task, target, phi0, device)
+            gold_after = _gold_ce(model, tok, task, target, mg.phi_K, device)
         right = graded_examples(target, syn.examples)
         if right is not None:
             extra["right_share"] = sum(right) / len(right)
@@ -228,9 +228,9 @@ def meta_step(model, tok, scorer: Scorer, live: dict, targets: list, cfg: MetaTr
     return _mean_rows(rows)
 
 
-def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConfig, gen, device):
+def outer_objective(model, tok, task: Task, target, phi0, batch, s, live, cfg: MetaTrainConfig, gen, device):
     """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T."""
-    prompt = solve_prompt(target.problem, uses_chat_template(tok))
+    prompt = task.render_prompt(target, uses_chat_template(tok))
     if cfg.outer == "gold":
         gold = make_sft_batch(tok, [prompt], [f" {target.solution}"], device)
         solve_loss = example_losses(model, live, gold).mean()
@@ -240,7 +240,7 @@ def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConf
     phi_K = adapt(model, phi0, batch, s.detach(), cfg.adapt.lr, cfg.adapt.steps)[-1]
     with use_lora(model, phi_K):
         solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, gen)
-    rewards = torch.tensor([float(is_equivalent(target.answer, extract_final_answer(x))) for x in solutions])
+    rewards = torch.tensor(task.reward(target, solutions))
     adv = group_advantages(rewards)
     sols = make_sft_batch(tok, [prompt] * cfg.k, solutions, device)
     with torch.no_grad():
@@ -256,15 +256,15 @@ def outer_objective(model, tok, target, phi0, batch, s, live, cfg: MetaTrainConf
     return outer, solve_loss, {"reward_after": float(rewards.mean())}
 
 
-def _gold_ce(model, tok, target, phi, device) -> float:
+def _gold_ce(model, tok, task: Task, target, phi, device) -> float:
     if target.solution is None:
         return float("nan")
-    gold = make_sft_batch(tok, [solve_prompt(target.problem, uses_chat_template(tok))], [f" {target.solution}"], device)
+    gold = make_sft_batch(tok, [task.render_prompt(target, uses_chat_template(tok))], [f" {target.solution}"], device)
     return float(example_losses(model, phi, gold).mean())
 
 
 @torch.no_grad()
-def evaluate_heldout(model, tok, scorer, heldout: list, cfg: MetaTrainConfig, device) -> dict:
+def evaluate_heldout(model, tok, task: Task, scorer, heldout: list, cfg: MetaTrainConfig, device) -> dict:
     """Adapt to each held-out problem with the current generator and scorer (seeded); report the
     post-adaptation gold CE (the gold outer loss) and greedy accuracy, before and after."""
     if not heldout:
@@ -284,12 +284,12 @@ def evaluate_heldout(model, tok, scorer, heldout: list, cfg: MetaTrainConfig, de
                 groups.append(([float(w) for w in s], right))
             with torch.enable_grad():
                 phi = adapt(model, phi0, example_batch(tok, syn.examples, device), s, cfg.adapt.lr, cfg.adapt.steps)[-1]
-        before.append(_gold_ce(model, tok, target, phi0, device))
-        after.append(_gold_ce(model, tok, target, phi, device))
+        before.append(_gold_ce(model, tok, task, target, phi0, device))
+        after.append(_gold_ce(model, tok, task, target, phi, device))
         for values, correct in ((phi0, correct_before), (phi, correct_after)):
             with use_lora(model, values):
-                text = generate(model, tok, [solve_prompt(target.problem, uses_chat_template(tok))], greedy)[0]
-            correct.append(float(is_equivalent(target.answer, extract_final_answer(text))))
+                text = generate(model, tok, [task.render_prompt(target, uses_chat_template(tok))], greedy)[0]
+            correct += task.reward(target, [text])
     n = len(heldout)
     row = {"heldout_gold_ce_before": sum(before) / n, "heldout_gold_ce_after": sum(after) / n,
            "heldout_acc_before": sum(correct_before) / n, "heldout_acc_after": sum(correct_after) / n}

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mass.checker import extract_final_answer, is_equivalent
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
@@ -34,7 +33,7 @@ from mass.losses import group_advantages, grpo_loss
 from mass.meta_train import (log_metrics, solve_sampling_default, split_training_problems, tensorboard_writer,
                              training_device)
 from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
-from mass.prompts import solve_prompt
+from mass.tasks import Task, load_task
 
 
 @dataclass
@@ -67,6 +66,7 @@ class SolverGRPOConfig:
 
 def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
+    task = load_task(cfg.data)
     train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
     device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device)
@@ -81,21 +81,21 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     if start == 0:
-        log_metrics(out, writer, {"step": 0, **heldout_accuracy(model, tok, heldout, cfg)})
+        log_metrics(out, writer, {"step": 0, **heldout_accuracy(model, tok, task, heldout, cfg)})
     guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="solver grpo", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
         rng = random.Random(cfg.seed * 1_000_003 + step)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        metrics = grpo_step(model, tok, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
+        metrics = grpo_step(model, tok, task, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
         skip = metrics["nonfinite"] == 1.0 or not grads_finite(live.values())
         if not skip:
             opt.step()
         opt.zero_grad(set_to_none=True)
         row = {"step": step + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row.update(heldout_accuracy(model, tok, heldout, cfg))
+            row.update(heldout_accuracy(model, tok, task, heldout, cfg))
         log_metrics(out, writer, row)
         bar.set_postfix(reward=row["reward_mean"])
         guard.record(skip, step + 1, last_saved)
@@ -106,15 +106,17 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     return out
 
 
-def grpo_step(model, tok, live: dict, targets: list, cfg: SolverGRPOConfig, gen: torch.Generator, device) -> dict:
-    """Sample k solutions per target, reward them, accumulate the GRPO gradient (mean over targets)."""
-    prompts = [solve_prompt(t.problem, uses_chat_template(tok)) for t in targets for _ in range(cfg.k)]
+def grpo_step(model, tok, task: Task, live: dict, targets: list, cfg: SolverGRPOConfig, gen: torch.Generator,
+              device) -> dict:
+    """Sample k solutions per target, reward them (the task's reward), accumulate the GRPO gradient
+    (mean over targets)."""
+    prompts = [task.render_prompt(t, uses_chat_template(tok)) for t in targets for _ in range(cfg.k)]
     with torch.no_grad():
         solutions = generate(model, tok, prompts, cfg.solve_sampling, gen)
     rewards, losses, clip, nonfinite = [], [], [], []
     for j, target in enumerate(targets):
         mine = solutions[j * cfg.k : (j + 1) * cfg.k]
-        r = torch.tensor([float(is_equivalent(target.answer, extract_final_answer(x))) for x in mine])
+        r = torch.tensor(task.reward(target, mine))
         batch = make_sft_batch(tok, prompts[j * cfg.k : (j + 1) * cfg.k], mine, device)
         logp = token_logprobs(model, live, batch.input_ids, batch.attention_mask)
         loss, diag = grpo_loss(logp, logp.detach(), batch.target_mask, group_advantages(r), cfg.clip)
@@ -130,10 +132,10 @@ def grpo_step(model, tok, live: dict, targets: list, cfg: SolverGRPOConfig, gen:
 
 
 @torch.no_grad()
-def heldout_accuracy(model, tok, heldout: list, cfg: SolverGRPOConfig) -> dict:
+def heldout_accuracy(model, tok, task: Task, heldout: list, cfg: SolverGRPOConfig) -> dict:
     if not heldout:
         return {}
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=cfg.solve_sampling.max_new_tokens)
-    texts = generate(model, tok, [solve_prompt(t.problem, uses_chat_template(tok)) for t in heldout], greedy)
-    correct = [is_equivalent(t.answer, extract_final_answer(x)) for t, x in zip(heldout, texts)]
+    texts = generate(model, tok, [task.render_prompt(t, uses_chat_template(tok)) for t in heldout], greedy)
+    correct = [r for t, x in zip(heldout, texts) for r in task.reward(t, [x])]
     return {"heldout_acc": sum(correct) / len(heldout)}

@@ -216,3 +216,45 @@ def test_table_accepts_an_adapt_setting_no_tuned_value_replaces():
     cfg = TableConfig(eval=EvalConfig(adapt=AdaptConfig(m=4)))  # no tuned m: it applies to every method
     assert cfg.eval.adapt.m == 4
     TableConfig(methods=["ttss"], eval=EvalConfig(adapt=AdaptConfig(lr=2.0)), tuned=Tunings(ttss=Tuning(steps=4)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["grpo", "meta-train"])
+def test_training_uses_the_tasks_own_prompt_and_reward(tiny_model_dir, tmp_path, monkeypatch, recipe):
+    """A task with its own prompt format and reward: training renders and rewards with them, not
+    with MiniMath's defaults."""
+    import mass.meta_train
+    import mass.solver_grpo
+    from mass.tasks import load_task as real_load_task
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"{i} plus {i}?", "answer": str(2 * i), "solution":
+                                        f"It is \\boxed{{{2 * i}}}."}) + "\n" for i in range(8)))
+    prompts, rewarded = [], []
+
+    class QATask:  # the Task interface: load, render_prompt, extract_answer, reward
+        def __init__(self, task):
+            self.name, self.load, self.extract_answer = task.name, task.load, task.extract_answer
+
+        def render_prompt(self, problem, chat):
+            prompts.append(f"Q: {problem.problem}\nA:")
+            return prompts[-1]
+
+        def reward(self, problem, completions):
+            rewarded.append(problem.id)
+            return [0.5] * len(completions)
+
+    monkeypatch.setattr(mass.meta_train, "load_task", lambda name: QATask(real_load_task(name)))
+    monkeypatch.setattr(mass.solver_grpo, "load_task", lambda name: QATask(real_load_task(name)))
+    common = [f"--model={tiny_model_dir}", f"--data={data}", "steps=1", "batch_size=2", "heldout=2", "k=2",
+              "solve_sampling.max_new_tokens=8", f"out={tmp_path / 'run'}", "lora.rank=2"]
+    if recipe == "grpo":
+        assert main(["grpo", *common]) == 0
+    else:
+        assert main(["meta-train", "outer=verifier", *common, "heldout_eval=1", "adapt.m=2",
+                     "adapt.synth.max_new_tokens=8"]) == 0
+    assert prompts and all(p.startswith("Q: ") and p.endswith("\nA:") for p in prompts)
+    assert rewarded  # the held-out accuracy at least; GRPO's samples when any example parsed
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    held = [r for r in rows if "heldout_acc" in r or "heldout_acc_before" in r]
+    assert held and all(r.get("heldout_acc", r.get("heldout_acc_before")) == 0.5 for r in held)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mass.checker import extract_final_answer
+from mass.checker import extract_final_answer, is_equivalent
 from mass.errors import MassError
 from mass.prompts import solve_prompt
 from mass.tasks.problem import Problem
@@ -30,6 +30,12 @@ class Task:
     load: Callable[[int | None], list[Problem]]  # limit -> the first `limit` problems (all if None)
     render_prompt: Callable[[Problem, bool], object] = field(default=lambda p, chat: solve_prompt(p.problem, chat))
     extract_answer: Callable[[str], str | None] = extract_final_answer
+
+    def reward(self, problem: Problem, completions: list[str]) -> list[float]:
+        """The verifier's reward of each completion: 1.0 when its extracted answer equals the
+        gold answer (mass.checker), else 0.0. Training (GRPO, MASS's verifier outer loss) and
+        held-out accuracy use it, so a task's own answer format holds there too."""
+        return [float(is_equivalent(problem.answer, self.extract_answer(c))) for c in completions]
 
 
 def registry() -> dict[str, Task]:
