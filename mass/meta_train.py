@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from mass.adaptation import AdaptConfig, example_batch, example_weights, use_lora
+from mass.budget import DEFAULT_BUDGET
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
@@ -64,15 +65,14 @@ def solve_sampling_default() -> SamplingConfig:
 class MetaTrainConfig:
     outer: Literal["gold", "verifier"] = setting("verifier", "outer loss: gold (MASS_gold) or verifier (MASS, GRPO)")
     model: str = setting("", "base model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
-    data: str = setting("minimath-meta", "meta-training problems (the paper: 1,000)")
-    limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
-    heldout: int = setting(100, "the last N problems of data are held out for evaluation, never trained on (the 100 of minimath-dev)")
+    data: str = setting(DEFAULT_BUDGET.data, "meta-training problems (the paper: 1,000)")
+    limit: int | None = setting(DEFAULT_BUDGET.limit, "use the first N problems of data only (the paper: 1,000)")
+    heldout: int = setting(DEFAULT_BUDGET.heldout, "the last N problems of data are held out for evaluation, never "
+                                                   "trained on (the 100 of minimath-dev)")
     heldout_eval: int = setting(32, "held-out problems evaluated every eval_every steps (the first N of heldout)")
     out: str = setting("runs/mass", "checkpoint directory")
-    # 60, not the paper's 100: on 2 CPU cores a step takes ~25-40 s, and the whole reproduction
-    # (three trainings and the table) has to fit in a working session
-    steps: int = setting(60, "meta-training steps (the paper: 100)")
-    batch_size: int = setting(4, "problems T per meta-step")
+    steps: int = setting(DEFAULT_BUDGET.steps, "meta-training steps (the paper: 100; mass/budget.py)")
+    batch_size: int = setting(DEFAULT_BUDGET.batch_size, "problems T per meta-step")
     k: int = setting(4, "solutions sampled from phi_K per T for the verifier outer loss")
     meta_grad: Literal["hybrid", "unrolled"] = setting("hybrid", "meta-gradient: hybrid (forward-over-reverse) or unrolled")
     adapt: AdaptConfig = nested(_train_adapt, "inner loop (paper: m=12, K=2 in meta-training)")
@@ -90,7 +90,7 @@ class MetaTrainConfig:
     solve_sampling: SamplingConfig = nested(solve_sampling_default, "sampling of the verifier's k solutions")
     eval_every: int = setting(20, "steps between held-out evaluations (0: only at the start and end)")
     save_every: int = setting(10, "steps between checkpoints")
-    seed: int = setting(0, "seed: step t's problems and samples depend only on (seed, t)")
+    seed: int = setting(DEFAULT_BUDGET.seed, "seed: step t's problems and samples depend only on (seed, t)")
     dtype: str = setting("float32", "base model dtype (the LoRA, scorer and meta-gradients stay float32)")
     device: str = setting("auto", "auto, cpu or cuda")
     tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")

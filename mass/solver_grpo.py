@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mass.budget import DEFAULT_BUDGET
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
@@ -39,12 +40,13 @@ from mass.tasks import Task, load_task
 @dataclass
 class SolverGRPOConfig:
     model: str = setting("", "base model: local path, hub id or .gguf file; empty means the embedded MiniMath model")
-    data: str = setting("minimath-meta", "training problems (the same as MASS meta-training)")
-    limit: int | None = setting(None, "use the first N problems of data only (the paper: 1,000)")
-    heldout: int = setting(100, "the last N problems are held out (as in meta-training), never trained on (the 100 of minimath-dev)")
+    data: str = setting(DEFAULT_BUDGET.data, "training problems (the same as MASS meta-training)")
+    limit: int | None = setting(DEFAULT_BUDGET.limit, "use the first N problems of data only (the paper: 1,000)")
+    heldout: int = setting(DEFAULT_BUDGET.heldout, "the last N problems are held out (as in meta-training), never "
+                                                   "trained on (the 100 of minimath-dev)")
     out: str = setting("runs/solver-grpo", "checkpoint directory")
-    steps: int = setting(60, "GRPO steps (as MASS's meta-training steps; the paper: 100)")
-    batch_size: int = setting(4, "problems per step (as MASS)")
+    steps: int = setting(DEFAULT_BUDGET.steps, "GRPO steps (as MASS's meta-training steps; the paper: 100)")
+    batch_size: int = setting(DEFAULT_BUDGET.batch_size, "problems per step (as MASS)")
     k: int = setting(16, "solutions sampled per problem: MASS's m + k = 12 + 4 sequences per problem")
     lr: float = setting(1e-4, "LoRA learning rate (Adam), as MASS's generator")
     clip: float = setting(0.2, "PPO/GRPO clip range")
@@ -52,7 +54,7 @@ class SolverGRPOConfig:
     solve_sampling: SamplingConfig = nested(solve_sampling_default, "sampling of the k solutions")
     eval_every: int = setting(25, "steps between held-out greedy evaluations (0: only at the start and end)")
     save_every: int = setting(10, "steps between checkpoints")
-    seed: int = setting(0, "seed: step t's problems and samples depend only on (seed, t)")
+    seed: int = setting(DEFAULT_BUDGET.seed, "seed: step t's problems and samples depend only on (seed, t)")
     dtype: str = setting("float32", "base model dtype (the LoRA stays float32)")
     device: str = setting("auto", "auto, cpu or cuda")
     tensorboard: bool = setting(False, "also write TensorBoard scalars to DIR/tb")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mass import dist
+from mass.budget import SHARED, grpo_budget_from
 from mass.checkpoint import default_checkpoint, is_shipped
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
@@ -105,7 +106,9 @@ TABLE_SETS = {
     "eval": {"method": "methods", "model": "model", "data": "data", "limit": "limit", "seed": "seed",
              "checkpoint": "checkpoints.<method>", "out": "out"},
     "meta_train": {"model": "model", "out": "checkpoints.mass / checkpoints.mass_gold", "outer": "methods"},
-    "grpo": {"model": "model", "out": "checkpoints.solver_grpo"},
+    "grpo": {"model": "model", "out": "checkpoints.solver_grpo",
+             **{name: f"meta_train.{name}: Solver GRPO trains on MASS's budget" for name in SHARED},
+             "k": "meta_train.adapt.m and meta_train.k: Solver GRPO samples m + k solutions"},
 }
 
 
@@ -197,7 +200,7 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
     if method == "solver-grpo":
         from mass.solver_grpo import run as train_solver
 
-        train_solver(replace(cfg.grpo, model=cfg.model, out=str(path)))
+        train_solver(replace(cfg.grpo, model=cfg.model, out=str(path), **grpo_budget_from(cfg.meta_train)))
     else:
         from mass.meta_train import run as meta_train
 

@@ -16,8 +16,8 @@ from mass.table import TRAINED
 FAST_EVAL = ["adapt.m=2", "adapt.synth.max_new_tokens=100", "sampling.max_new_tokens=100"]
 TINY_TRAIN = ["meta_train.steps=1", "meta_train.batch_size=1", "meta_train.heldout=2", "meta_train.eval_every=0",
               "meta_train.adapt.m=2", "meta_train.adapt.synth.max_new_tokens=80", "meta_train.k=2",
-              "meta_train.solve_sampling.max_new_tokens=60", "grpo.steps=1", "grpo.batch_size=1", "grpo.k=2",
-              "grpo.heldout=2", "grpo.eval_every=0", "grpo.solve_sampling.max_new_tokens=60"]
+              "meta_train.solve_sampling.max_new_tokens=60", "grpo.eval_every=0",
+              "grpo.solve_sampling.max_new_tokens=60"]  # grpo's budget is meta_train's (mass/budget.py)
 
 
 def test_ttt_draws_m_distinct_gold_examples_reproducibly():
@@ -201,6 +201,8 @@ def test_table_rows_markdown_and_figures(tmp_path):
     ("eval.checkpoint=x", "eval.checkpoint (set checkpoints.<method>)"),
     ("meta_train.out=x", "meta_train.out (set checkpoints.mass / checkpoints.mass_gold)"),
     ("grpo.model=y", "grpo.model (set model)"),
+    ("grpo.steps=3", "grpo.steps (set meta_train.steps: Solver GRPO trains on MASS's budget)"),
+    ("grpo.k=3", "grpo.k (set meta_train.adapt.m and meta_train.k"),
     ("eval.adapt.steps=3", "eval.adapt.steps (replaced by tuned.<method>.steps for ttt, ttss, mass-gold, mass"),
 ])
 def test_table_settings_it_would_overwrite_are_errors_before_any_work(tmp_path, capsys, override, message):
@@ -258,3 +260,23 @@ def test_training_uses_the_tasks_own_prompt_and_reward(tiny_model_dir, tmp_path,
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     held = [r for r in rows if "heldout_acc" in r or "heldout_acc_before" in r]
     assert held and all(r.get("heldout_acc", r.get("heldout_acc_before")) == 0.5 for r in held)
+
+
+def test_the_table_trains_solver_grpo_on_mass_budget(tmp_path, monkeypatch):
+    import mass.solver_grpo
+    from mass.budget import SHARED, grpo_budget_from
+    from mass.meta_train import MetaTrainConfig
+    from mass.solver_grpo import SolverGRPOConfig
+    from mass.table import Checkpoints, TableConfig, ensure_checkpoint
+
+    g, m = SolverGRPOConfig(), MetaTrainConfig()  # the defaults agree
+    assert {n: getattr(g, n) for n in SHARED} == {n: getattr(m, n) for n in SHARED} and g.k == m.adapt.m + m.k
+    meta = MetaTrainConfig(steps=7, batch_size=3, seed=5, limit=50, heldout=10, k=3)
+    assert grpo_budget_from(meta) == {"data": "minimath-meta", "limit": 50, "heldout": 10, "steps": 7,
+                                      "batch_size": 3, "seed": 5, "k": m.adapt.m + 3}
+    trained = []
+    monkeypatch.setattr(mass.solver_grpo, "run", lambda cfg: trained.append(cfg))
+    cfg = TableConfig(out=str(tmp_path), meta_train=meta, checkpoints=Checkpoints(solver_grpo=str(tmp_path / "sg")))
+    ensure_checkpoint("solver-grpo", cfg)
+    assert [(c.steps, c.batch_size, c.seed, c.limit, c.heldout, c.k, c.out) for c in trained] == [
+        (7, 3, 5, 50, 10, m.adapt.m + 3, str(tmp_path / "sg"))]
