@@ -14,9 +14,6 @@ The file is written only when the whole run succeeded, so a failed run leaves no
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -33,6 +30,7 @@ from mass.errors import MassError
 from mass.methods import MethodContext, get_method
 from mass.adaptation import AdaptConfig
 from mass.models import LoraSettings, SamplingConfig, fit_problems, load_model, resolve_model_name
+from mass.results import wilson_interval, write_json
 from mass.tasks import load_task
 
 
@@ -125,18 +123,6 @@ def make_record(index: int, problem, task, output: dict, seconds: float, timeout
             "seconds": round(seconds, 4), **extra}
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion k/n (sound at 0 and 1, unlike Wald)."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends: rounding would leave 0.99999...
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return (lo, hi)
-
-
 def breakdown(records: list[dict], key: str) -> dict[str, dict]:
     groups: dict[str, list[bool]] = defaultdict(list)
     for r in records:
@@ -170,11 +156,3 @@ def format_table(result: dict) -> str:
             lines.append(f"  {name:<{width}}  {100 * v['accuracy']:7.1f}%  {v['n']:5d}")
         lines.append("")
     return "\n".join(lines)
-
-
-def write_json(obj: dict, path: Path) -> None:
-    """Write atomically: the file appears complete or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)

@@ -42,7 +42,7 @@ from mass.adaptation import example_batch, synth_sampling_default, use_lora
 from mass.checker import is_equivalent
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.evaluate import wilson_interval, write_json
+from mass.results import wilson_interval, write_json
 from mass.generator import synthesise
 from mass.batched import batched_answers, batched_trajectory, stack_params
 from mass.inner import lora_params

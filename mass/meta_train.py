@@ -27,8 +27,6 @@ are logged. Metrics go to DIR/metrics.jsonl (and TensorBoard with tensorboard=tr
 
 from __future__ import annotations
 
-import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +49,12 @@ from mass.prompts import synth_prompt
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
 from mass.tasks import Task, load_task
+from mass.training import (log_metrics, solve_sampling_default, split_training_problems, step_randomness,
+                           tensorboard_writer, training_device)
 
 
 def _train_adapt() -> AdaptConfig:
     return AdaptConfig(m=12, steps=2, lr=3.0)
-
-
-def solve_sampling_default() -> SamplingConfig:
-    return SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=320, batch_size=64)
 
 
 @dataclass
@@ -137,8 +133,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
                dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        rng = random.Random(cfg.seed * 1_000_003 + step)
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        rng, gen = step_randomness(cfg.seed, step, device)
         metrics = meta_step(model, tok, task, scorer, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
         skip = metrics.get("nonfinite") == 1.0 or not grads_finite([*scorer.parameters(), *live.values()])
         if not skip:
@@ -161,20 +156,6 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
             last_saved = step + 1
     print(f"saved MASS checkpoint to {out}")
     return out
-
-
-def split_training_problems(data: str, limit: int | None, heldout: int, batch_size: int) -> tuple[list, list]:
-    """(training problems, the last `heldout` problems kept for evaluation)."""
-    problems = load_task(data).load(limit)
-    if len(problems) <= heldout + batch_size:
-        raise MassError(f"{data} has {len(problems)} problems: too few for heldout={heldout}, batch_size={batch_size}")
-    return problems[: len(problems) - heldout], problems[len(problems) - heldout :]
-
-
-def training_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list, cfg: MetaTrainConfig,
@@ -317,21 +298,3 @@ def _mean_rows(rows: list[dict]) -> dict:
         if values:
             out[k] = round(sum(values) / len(values), 6)
     return out
-
-
-def log_metrics(out: Path, writer, row: dict) -> None:
-    with (out / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    if writer is not None:
-        for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)):
-                writer.add_scalar(k, v, row["step"])
-        writer.flush()
-
-
-def tensorboard_writer(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise MassError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(out / "tb"))

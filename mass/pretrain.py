@@ -35,6 +35,7 @@ from mass.errors import MassError
 from mass.minimath import SUBJECTS, corpus_solution, sample_fresh_problem, similar_problem
 from mass.prompts import solve_document, synth_document
 from mass.tokenizer import build_tokenizer
+from mass.training import step_seed
 
 
 @dataclass
@@ -114,7 +115,7 @@ def encode_documents(tok: PreTrainedTokenizerBase, docs: list[tuple[str, str]]) 
 def step_batch(tok: PreTrainedTokenizerBase, cfg: PretrainConfig, step: int) -> torch.Tensor:
     """The packed (B, T+1) token batch of one step, a pure function of (seed, step)."""
     need = cfg.batch_size * (cfg.seq_len + 1)
-    seed = cfg.seed * 1_000_003 + step
+    seed = step_seed(cfg.seed, step)
     stream: list[int] = []
     chunk = max(8, need // 100)
     for i in itertools.count():

@@ -20,7 +20,7 @@ from mass.checker import extract_final_answer
 from mass.checkpoint import checkpoint_model, load_meta_checkpoint
 from mass.config import nested, setting
 from mass.errors import MassError
-from mass.evaluate import write_json
+from mass.results import write_json
 from mass.inner import lora_params
 from mass.models import LoraSettings, SamplingConfig, attach_lora, fit_problems, load_model
 from mass.tasks import Task, decode_utf8

@@ -16,7 +16,6 @@ metrics.jsonl (per step: reward, loss; held-out greedy accuracy every `eval_ever
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ from mass.errors import MassError
 from mass.guard import BadStepGuard, all_finite, grads_finite
 from mass.inner import make_sft_batch, token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.meta_train import (log_metrics, solve_sampling_default, split_training_problems, tensorboard_writer,
-                             training_device)
 from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
 from mass.tasks import Task, load_task
+from mass.training import (log_metrics, solve_sampling_default, split_training_problems, step_randomness,
+                           tensorboard_writer, training_device)
 
 
 @dataclass
@@ -88,8 +87,7 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="solver grpo", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        rng = random.Random(cfg.seed * 1_000_003 + step)
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        rng, gen = step_randomness(cfg.seed, step, device)
         metrics = grpo_step(model, tok, task, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
         skip = metrics["nonfinite"] == 1.0 or not grads_finite(live.values())
         if not skip:

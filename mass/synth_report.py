@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.evaluate import write_json
+from mass.results import write_json
 from mass.generator import synthesise
 from mass.minimath import grade_synthesised
 from mass.models import SamplingConfig, load_model, resolve_model_name

@@ -35,7 +35,8 @@ from mass.budget import SHARED, grpo_budget_from
 from mass.checkpoint import default_checkpoint, is_shipped
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.evaluate import EvalConfig, write_json
+from mass.evaluate import EvalConfig
+from mass.results import wilson_interval, write_json
 from mass.evaluate import run as run_eval
 from mass.meta_train import MetaTrainConfig
 from mass.methods import METHODS
@@ -259,7 +260,6 @@ def plot_gains_by_subject(base: dict, mass: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mass.evaluate import wilson_interval
 
     def accuracy(result: dict, subject: str) -> float:
         return result["by_subject"].get(subject, {"accuracy": 0.0})["accuracy"]

@@ -10,7 +10,8 @@ from mass.models import load_model, attach_lora, LoraSettings
 from mass.inner import lora_params, meta_grad_hybrid, example_losses, make_sft_batch
 from mass.adaptation import example_batch, synth_sampling_default
 from mass.generator import synthesise
-from mass.meta_train import graded_examples, split_training_problems
+from mass.meta_train import graded_examples
+from mass.training import split_training_problems
 from mass.prompts import solve_prompt
 from mass.scorer import within_group_auc
 

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from mass.cli import main
-from mass.evaluate import EvalConfig, run, summarise, wilson_interval
+from mass.evaluate import EvalConfig, run, summarise
+from mass.results import wilson_interval
 
 
 def test_wilson_interval_reference_values():
