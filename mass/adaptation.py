@@ -18,8 +18,8 @@ import torch
 
 from mass.config import nested, setting
 from mass.errors import MassError
-from mass.inner import Params, SFTBatch, make_sft_batch
-from mass.models import SamplingConfig, uses_chat_template
+from mass.inner import Params, SFTBatch
+from mass.models import SamplingConfig, make_sft_batch, uses_chat_template
 from mass.prompts import Synthesised, solve_prompt
 from mass.scorer import Scorer, embed_texts, example_stats
 

@@ -43,24 +43,6 @@ class SFTBatch:
     target_mask: torch.Tensor  # (m, L-1): 1 where token t+1 is part of the answer (completion + EOS)
 
 
-def make_sft_batch(tokenizer, prompts: list, completions: list[str], device: torch.device | str = "cpu") -> SFTBatch:
-    """Tokenise (prompt, completion) pairs; only the completion and its EOS are scored."""
-    from mass.models import encode_prompt
-
-    rows, masks = [], []
-    for prompt, completion in zip(prompts, completions):
-        p = encode_prompt(tokenizer, prompt)
-        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(p + c)
-        masks.append([0] * (len(p) - 1) + [1] * len(c))  # aligned with labels input_ids[1:]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-    target = torch.tensor([m + [0] * (width - 1 - len(m)) for m in masks], device=device, dtype=torch.float32)
-    return SFTBatch(input_ids, attention, target)
-
-
 def lora_params(model: torch.nn.Module) -> Params:
     """The trainable (LoRA) parameters of a PEFT model, as detached copies (PEFT keeps them fp32)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -42,9 +42,10 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.generator import synthesise
 from mass.guard import BadStepGuard, all_finite, grads_finite
-from mass.inner import META_GRADS, adapt, example_losses, lora_params, make_sft_batch, token_logprobs
+from mass.inner import META_GRADS, adapt, example_losses, lora_params, token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
+from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
+                         resolve_model_name, uses_chat_template)
 from mass.prompts import synth_prompt
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc

@@ -24,6 +24,7 @@ from transformers import (AttentionInterface, AutoModelForCausalLM, AutoTokenize
 
 from mass.config import setting
 from mass.errors import MassError
+from mass.inner import SFTBatch
 
 def _math_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Plain-matmul attention that forward-mode AD (jvp) can differentiate.
@@ -275,3 +276,20 @@ def _pick(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Gener
 def _cut(text: str, stops: list[str]) -> str:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
     return text[:cut]
+
+
+def make_sft_batch(tokenizer, prompts: list, completions: list[str], device: torch.device | str = "cpu") -> SFTBatch:
+    """Tokenise (prompt, completion) pairs into an SFT batch (mass.inner takes tensors only); only the
+    completion and its EOS are scored."""
+    rows, masks = [], []
+    for prompt, completion in zip(prompts, completions):
+        p = encode_prompt(tokenizer, prompt)
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(p + c)
+        masks.append([0] * (len(p) - 1) + [1] * len(c))  # aligned with labels input_ids[1:]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    target = torch.tensor([m + [0] * (width - 1 - len(m)) for m in masks], device=device, dtype=torch.float32)
+    return SFTBatch(input_ids, attention, target)

@@ -29,8 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mass.errors import MassError
-from mass.inner import make_sft_batch, token_logprobs
-from mass.models import uses_chat_template
+from mass.inner import token_logprobs
+from mass.models import make_sft_batch, uses_chat_template
 from mass.prompts import Synthesised, solve_prompt, synth_completion, synth_prompt
 
 NORMALISATIONS = ("softmax", "sigmoid")

@@ -28,9 +28,10 @@ from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.guard import BadStepGuard, all_finite, grads_finite
-from mass.inner import make_sft_batch, token_logprobs
+from mass.inner import token_logprobs
 from mass.losses import group_advantages, grpo_loss
-from mass.models import LoraSettings, SamplingConfig, fit_problems, generate, load_model, resolve_model_name, uses_chat_template
+from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
+                         resolve_model_name, uses_chat_template)
 from mass.tasks import Task, load_task
 from mass.training import (log_metrics, solve_sampling_default, split_training_problems, step_randomness,
                            tensorboard_writer, training_device)

@@ -19,10 +19,10 @@ import torch
 
 from mass.adaptation import example_batch, synth_sampling_default
 from mass.generator import synthesise
-from mass.inner import example_losses, lora_params, make_sft_batch, meta_grad_hybrid
+from mass.inner import example_losses, lora_params, meta_grad_hybrid
 from mass.meta_train import _train_adapt, graded_examples
 from mass.training import split_training_problems
-from mass.models import LoraSettings, attach_lora, load_model
+from mass.models import LoraSettings, attach_lora, load_model, make_sft_batch
 from mass.prompts import solve_prompt
 from mass.scorer import STATS, Scorer, embed_texts, example_stats, within_group_auc
 

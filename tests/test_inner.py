@@ -6,9 +6,9 @@ A tiny Hugging Face Llama with a PEFT LoRA adapter, in float64, eager attention.
 import pytest
 import torch
 
-from mass.inner import (adapt, example_losses, lora_params, make_sft_batch, meta_grad_hybrid, meta_grad_unrolled)
+from mass.inner import adapt, example_losses, lora_params, meta_grad_hybrid, meta_grad_unrolled
 import mass.models  # noqa: F401  (registers the mass_math attention)
-from mass.models import attach_lora
+from mass.models import attach_lora, make_sft_batch
 
 from conftest import keep_float64, tiny_llama
 
