@@ -51,7 +51,7 @@ from mass.models import (LoraSettings, SamplingConfig, attach_lora, fit_problems
                          uses_chat_template)
 from mass.prompts import Synthesised
 from mass.tasks import load_task
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 CONDITIONS = ("base", "memorise", "curriculum", "ttss", "ttss-right")
 

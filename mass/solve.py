@@ -24,7 +24,7 @@ from mass.results import write_json
 from mass.inner import lora_params
 from mass.models import LoraSettings, SamplingConfig, attach_lora, fit_problems, load_model
 from mass.tasks import Task, decode_utf8
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 @dataclass

@@ -12,7 +12,7 @@ from mass.inner import adapt, lora_params
 from mass.models import SamplingConfig, attach_lora
 from mass.prompts import Synthesised
 from mass.tasks import Task
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 from conftest import keep_float64, tiny_llama
 

@@ -8,7 +8,7 @@ from mass.cli import main
 from mass.headroom import nearest_problems, select_problems
 from mass.minimath import kindred_problems, make_split, solve_text
 from mass.minimath.templates import NAMED_OPERATIONS
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def _p(i, subject, level, text):

@@ -101,7 +101,7 @@ def test_lora_settings_reject_unknown_inits_and_odd_orthogonal_ranks():
 
 def test_overlong_problems_are_cut_to_the_context_with_one_warning(capsys):
     from mass.models import fit_problems, load_model
-    from mass.tasks.problem import Problem
+    from mass.problem import Problem
 
     model, tok = load_model(None)
     short = Problem(id="a", problem="What is $2+3$?", solution=None, answer="5", subject="", level=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mass.methods import MethodContext
 from mass.models import generate, uses_chat_template
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:

@@ -11,7 +11,7 @@ from mass.adaptation import adapt_and_answer
 from mass.checkpoint import load_meta_checkpoint
 from mass.errors import MassError
 from mass.methods import MethodContext
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:

@@ -7,7 +7,7 @@ from mass.checkpoint import load_generator
 from mass.errors import MassError
 from mass.methods import MethodContext
 from mass.methods.base import answer_directly
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from mass.adaptation import adapt_and_answer
 from mass.methods import MethodContext, fresh_adapter
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:

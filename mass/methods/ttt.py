@@ -16,7 +16,7 @@ from mass.errors import MassError
 from mass.methods import MethodContext, fresh_adapter
 from mass.prompts import Synthesised
 from mass.tasks import load_task
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:

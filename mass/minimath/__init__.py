@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterator
 
 from mass.minimath.templates import BY_SUBJECT, SUBJECTS, TEMPLATES, Template, match_template, render, solve_text
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 # MATH-500's subject counts and level mix (shared/data/README.md).
 MATH500_SUBJECT_COUNTS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from mass.checker import extract_final_answer, is_equivalent
 from mass.errors import MassError
 from mass.prompts import solve_prompt
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 _MODULES = ("mass.tasks.minimath", "mass.tasks.math", "mass.tasks.gsm8k")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from mass.checker import extract_hashes
 from mass.errors import MassError
 from mass.tasks import Task, require
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def problem_from_gsm8k(row: dict, default_id: str, where: str) -> Problem:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from mass.checker import extract_boxed
 from mass.errors import MassError
 from mass.tasks import EmptyField, Task, require
-from mass.tasks.problem import Problem
+from mass.problem import Problem
 
 
 def problem_from_math(row: dict, default_id: str, where: str) -> Problem:
