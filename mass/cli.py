@@ -35,7 +35,7 @@ COMMANDS = {
     "eval": Command("mass.evaluate", "EvalConfig", "evaluate a method on a math benchmark"),
     "meta-train": Command("mass.meta_train", "MetaTrainConfig", "meta-train the MASS scorer and generator",
                           flags=("resume",)),
-    "grpo": Command("mass.solver_grpo", "SolverGRPOConfig", "train the Solver GRPO baseline (GRPO on solving)",
+    "grpo": Command("mass.grpo", "SolverGRPOConfig", "train the Solver GRPO baseline (GRPO on solving)",
                     flags=("resume",)),
     "table": Command("mass.table", "TableConfig", "train what is missing, evaluate every method, write the table"),
     "solve": Command("mass.solve", "SolveConfig", "adapt to one problem at test time and show the work",

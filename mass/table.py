@@ -40,7 +40,7 @@ from mass.results import wilson_interval, write_json
 from mass.evaluate import run as run_eval
 from mass.meta_train import MetaTrainConfig
 from mass.methods import METHODS
-from mass.solver_grpo import SolverGRPOConfig
+from mass.grpo import SolverGRPOConfig
 
 TRAINED = ("solver-grpo", "mass-gold", "mass")  # methods that need a checkpoint
 LABELS = {"base": "Base", "ttt": "Base TTT", "ttss": "Base TT-SS", "solver-grpo": "Solver GRPO",
@@ -199,7 +199,7 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
                         "(run `mass table` without torchrun, or `mass meta-train` / `mass grpo`)")
     print(f"\n== training the {LABELS[method]} checkpoint into {path} ==")
     if method == "solver-grpo":
-        from mass.solver_grpo import run as train_solver
+        from mass.grpo import run as train_solver
 
         train_solver(replace(cfg.grpo, model=cfg.model, out=str(path), **grpo_budget_from(cfg.meta_train)))
     else:

@@ -226,7 +226,7 @@ def test_training_uses_the_tasks_own_prompt_and_reward(tiny_model_dir, tmp_path,
     """A task with its own prompt format and reward: training renders and rewards with them, not
     with MiniMath's defaults."""
     import mass.meta_train
-    import mass.solver_grpo
+    import mass.grpo
     from mass.tasks import load_task as real_load_task
 
     data = tmp_path / "qa.jsonl"
@@ -247,7 +247,7 @@ def test_training_uses_the_tasks_own_prompt_and_reward(tiny_model_dir, tmp_path,
             return [0.5] * len(completions)
 
     monkeypatch.setattr(mass.meta_train, "load_task", lambda name: QATask(real_load_task(name)))
-    monkeypatch.setattr(mass.solver_grpo, "load_task", lambda name: QATask(real_load_task(name)))
+    monkeypatch.setattr(mass.grpo, "load_task", lambda name: QATask(real_load_task(name)))
     common = [f"--model={tiny_model_dir}", f"--data={data}", "steps=1", "batch_size=2", "heldout=2", "k=2",
               "solve_sampling.max_new_tokens=8", f"out={tmp_path / 'run'}", "lora.rank=2"]
     if recipe == "grpo":
@@ -263,10 +263,10 @@ def test_training_uses_the_tasks_own_prompt_and_reward(tiny_model_dir, tmp_path,
 
 
 def test_the_table_trains_solver_grpo_on_mass_budget(tmp_path, monkeypatch):
-    import mass.solver_grpo
+    import mass.grpo
     from mass.budget import SHARED, grpo_budget_from
     from mass.meta_train import MetaTrainConfig
-    from mass.solver_grpo import SolverGRPOConfig
+    from mass.grpo import SolverGRPOConfig
     from mass.table import Checkpoints, TableConfig, ensure_checkpoint
 
     g, m = SolverGRPOConfig(), MetaTrainConfig()  # the defaults agree
@@ -275,7 +275,7 @@ def test_the_table_trains_solver_grpo_on_mass_budget(tmp_path, monkeypatch):
     assert grpo_budget_from(meta) == {"data": "minimath-meta", "limit": 50, "heldout": 10, "steps": 7,
                                       "batch_size": 3, "seed": 5, "k": m.adapt.m + 3}
     trained = []
-    monkeypatch.setattr(mass.solver_grpo, "run", lambda cfg: trained.append(cfg))
+    monkeypatch.setattr(mass.grpo, "run", lambda cfg: trained.append(cfg))
     cfg = TableConfig(out=str(tmp_path), meta_train=meta, checkpoints=Checkpoints(solver_grpo=str(tmp_path / "sg")))
     ensure_checkpoint("solver-grpo", cfg)
     assert [(c.steps, c.batch_size, c.seed, c.limit, c.heldout, c.k, c.out) for c in trained] == [
