@@ -59,8 +59,31 @@ class EvalConfig:
             raise MassError(f"out must be a .json path, got '{self.out}'")
 
 
+# the settings only some methods read; any other method must leave them at their defaults
+METHOD_SETTINGS = {"base": (), "ttt": ("adapt", "lora", "train_data"), "ttss": ("adapt", "lora"),
+                   "solver-grpo": ("checkpoint",), "mass-gold": ("adapt", "checkpoint"), "mass": ("adapt", "checkpoint")}
+OPTIONAL_DEFAULTS = {"adapt": AdaptConfig, "lora": LoraSettings, "train_data": lambda: "minimath-train",
+                     "checkpoint": lambda: ""}
+
+
+def ignored_settings(cfg: EvalConfig) -> list[str]:
+    """Settings given a value that `cfg.method` never reads."""
+    used = METHOD_SETTINGS.get(cfg.method, tuple(OPTIONAL_DEFAULTS))
+    return [name for name, default in OPTIONAL_DEFAULTS.items() if name not in used and getattr(cfg, name) != default()]
+
+
+def only_used_settings(cfg: EvalConfig) -> EvalConfig:
+    """cfg with the settings its method does not read back at their defaults (for `mass table`,
+    whose shared eval.* settings serve every method)."""
+    return replace(cfg, **{name: OPTIONAL_DEFAULTS[name]() for name in ignored_settings(cfg)})
+
+
 def run(cfg: EvalConfig) -> dict:
     method = get_method(cfg.method)
+    ignored = ignored_settings(cfg)
+    if ignored:
+        raise MassError(f"--method {cfg.method} does not use {', '.join(ignored)}: leave "
+                        f"{'it out, it' if len(ignored) == 1 else 'them out, they'} would be ignored")
     cfg = with_checkpoint(cfg)
     task = load_task(cfg.data)
     problems = task.load(cfg.limit)

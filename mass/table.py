@@ -35,7 +35,7 @@ from mass.budget import SHARED, grpo_budget_from
 from mass.checkpoint import default_checkpoint, is_shipped
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.evaluate import EvalConfig
+from mass.evaluate import EvalConfig, only_used_settings
 from mass.results import wilson_interval, write_json
 from mass.evaluate import run as run_eval
 from mass.meta_train import MetaTrainConfig
@@ -140,9 +140,9 @@ def run(cfg: TableConfig) -> dict:
         dist.print0("checkpoints: " + ", ".join(f"{m} {p}" for m, p in ckpts.items()))
         return {}
     for method in cfg.methods:
-        eval_cfg = replace(cfg.eval, method=method, model=cfg.model, data=cfg.data, limit=cfg.limit, seed=cfg.seed,
-                           checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"),
-                           adapt=method_adapt(cfg, method))
+        eval_cfg = only_used_settings(replace(
+            cfg.eval, method=method, model=cfg.model, data=cfg.data, limit=cfg.limit, seed=cfg.seed,
+            checkpoint=str(ckpts.get(method, "")), out=str(out / f"{method}.json"), adapt=method_adapt(cfg, method)))
         results[method] = _reused(eval_cfg) if cfg.reuse else None
         if results[method] is None:
             dist.print0(f"\n== {LABELS[method]} ({method}) ==")

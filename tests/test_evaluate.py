@@ -57,6 +57,9 @@ def test_gold_solutions_score_100_percent(monkeypatch, tmp_path):
     (["--method", "magic"], "unknown method 'magic'"),
     (["sampling.temprature=1"], "unknown config key 'sampling.temprature'"),
     (["--limit", "0"], "limit must be a positive number"),
+    (["--method", "base", "adapt.lr=2"], "--method base does not use adapt: leave it out, it would be ignored"),
+    (["--method", "mass", "lora.rank=4", "train_data=x"], "--method mass does not use lora, train_data"),
+    (["--method", "ttss", "--checkpoint", "x"], "--method ttss does not use checkpoint"),
 ])
 def test_bad_input_gives_one_error_line_and_no_results(tmp_path, capsys, args, message):
     out = tmp_path / "r.json"
@@ -107,3 +110,15 @@ def test_output_is_quiet_unless_verbose(tmp_path, capsys):
     with warnings.catch_warnings():
         assert main([*args, "-v"]) == 0
     assert "Loading weights" in capsys.readouterr().err
+
+
+def test_the_table_resets_what_a_method_does_not_read():
+    from mass.adaptation import AdaptConfig
+    from mass.evaluate import ignored_settings, only_used_settings
+
+    shared = EvalConfig(method="base", adapt=AdaptConfig(lr=2.0), train_data="other")
+    assert ignored_settings(shared) == ["adapt", "train_data"]
+    cleaned = only_used_settings(shared)
+    assert cleaned.adapt == AdaptConfig() and cleaned.train_data == "minimath-train" and not ignored_settings(cleaned)
+    ttt = only_used_settings(EvalConfig(method="ttt", adapt=AdaptConfig(lr=2.0), train_data="other"))
+    assert ttt.adapt.lr == 2.0 and ttt.train_data == "other"  # what ttt reads stays
