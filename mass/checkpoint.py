@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from mass.errors import MassError
 from mass.inner import Params, lora_params
@@ -130,7 +131,13 @@ def read_meta_info(directory: str | Path) -> dict:
     path = Path(directory) / "mass.json"
     if not path.is_file():
         raise MassError(f"{directory} is not a MASS checkpoint (no mass.json); make one with `mass meta-train`")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MassError(f"{path} is not valid JSON ({str(e).splitlines()[0][:120]}): the checkpoint is damaged") from None
+    if not isinstance(info, dict):
+        raise MassError(f"{path} should hold a JSON object: the checkpoint is damaged")
+    return info
 
 
 def checkpoint_model(directory: str | Path | None) -> str:
@@ -146,7 +153,11 @@ def load_generator(model, directory: str | Path):
     read_meta_info(directory)
     if not (directory / "generator" / "adapter_config.json").is_file():
         raise MassError(f"{directory} has no generator/adapter_config.json: the checkpoint is incomplete")
-    peft_model = PeftModel.from_pretrained(model, directory / "generator", is_trainable=True)
+    try:
+        peft_model = PeftModel.from_pretrained(model, directory / "generator", is_trainable=True)
+    except (ValueError, TypeError, RuntimeError, OSError, KeyError, SafetensorError) as e:
+        raise MassError(f"the generator adapter in {directory} is damaged or does not fit this model "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return peft_model.eval()
 
 

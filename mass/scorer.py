@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -140,6 +141,10 @@ def load_scorer(directory: Path) -> Scorer:
     meta_path, weights = directory / "scorer.json", directory / "scorer.safetensors"
     if not meta_path.is_file() or not weights.is_file():
         raise MassError(f"no scorer in {directory} (expected scorer.json and scorer.safetensors)")
-    scorer = Scorer(**json.loads(meta_path.read_text()))
-    scorer.load_state_dict(load_file(weights))
+    try:
+        scorer = Scorer(**json.loads(meta_path.read_text(encoding="utf-8")))
+        scorer.load_state_dict(load_file(weights))
+    except (ValueError, TypeError, RuntimeError, OSError, SafetensorError) as e:  # bad JSON, keys, shapes, a cut file
+        raise MassError(f"the scorer in {directory} is damaged ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160]})") from None
     return scorer

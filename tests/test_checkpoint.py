@@ -124,3 +124,13 @@ def test_a_checkpoint_missing_its_adapter_is_a_clear_error(tmp_path, tiny_tokeni
     shutil.rmtree(tmp_path / "generator")
     with pytest.raises(MassError, match="no generator"):
         load_meta_checkpoint(tiny_llama(tiny_tokenizer), tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["mass.json", "scorer.json", "scorer.safetensors", "adapter_model.safetensors"])
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, tiny_tokenizer, damage):
+    save_meta_checkpoint(tmp_path, *_checkpoint(tiny_tokenizer, 1))
+    folder = {"mass.json": "", "adapter_model.safetensors": "generator"}.get(damage, "scorer")
+    path = tmp_path / folder / damage
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a file cut short
+    with pytest.raises(MassError, match="damaged"):
+        load_meta_checkpoint(tiny_llama(tiny_tokenizer), tmp_path)
