@@ -12,15 +12,17 @@ with Math-Verify (boxed answers first):
   2. Otherwise a GSM8K `#### 42` line (`extract_hashes`).
   3. Otherwise what Math-Verify's own extraction finds in the whole text, as lighteval's MATH-500
      metric configures it (LaTeX with boxed first, then plain expressions): "the answer is 5",
-     a final `$...$` expression, the last number. None if it finds nothing.
+     a final `$...$` expression, the last number; a sentence's final `.,;:` dropped ("is 2/3."
+     gives `2/3`). None if it finds nothing.
 Steps 1 and 2 are plain string work in the caller's process; step 3 runs in a worker (below).
 
 Equivalence (`is_equivalent`) is decided by Math-Verify, `verify(gold, prediction)` with gold
 first, never by a hand-written normaliser, with one correction: Math-Verify calls two exact
 numbers equal when they differ by less than ~1e-15 (`(a - b).evalf(chop=True) == 0`), so
 `\\frac{1}{2004!}` "equalled" `\\frac{1}{2006!}`. Exact expressions (no decimal float in them)
-are compared exactly here: `simplify(a - b) == 0`, or, when sympy cannot decide, a difference
-that is zero to every digit sympy can compute. A decimal side keeps Math-Verify's tolerance
+are compared exactly here: two constants by their difference to 30 accurate digits (zero to
+every digit sympy can compute counts as zero), anything with symbols by `simplify(a - b) == 0`.
+Primes count (Math-Verify drops them, so `E'` "equalled" `E`). A decimal side keeps Math-Verify's tolerance
 (6 decimal places: `0.333333` equals `\\frac13`, and `0.0000001` equals `0.0000002`). The only
 shortcut before the worker is string equality up to surrounding whitespace (`\\dfrac` = `\\frac`).
 
@@ -152,7 +154,14 @@ def is_equivalent(gold: str, prediction: str | None, timeout: float = DEFAULT_TI
         return False
     if _same_text(gold, prediction):
         return True
+    if _primes(gold) != _primes(prediction):  # Math-Verify drops primes: E' would equal E
+        return False
     return _pool().run("equal", (gold, prediction), timeout) is True
+
+
+def _primes(answer: str) -> int:
+    """How many primes an answer has (`'`, `\\prime`): f'(x) and f(x), E' and E differ."""
+    return len(re.findall(r"'|\\prime(?![A-Za-z])", answer))
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -224,8 +233,9 @@ def _extract(text: str) -> str | None:
                          key=lambda x: (x[0].end(), -x[0].start()), reverse=True)
         for m, target in matches:
             value, string = extract_match(m, target)
-            if value is not None and string.strip():
-                return string.strip()
+            string = string.strip().rstrip(".,;:").rstrip()  # "... is 2/3." ends a sentence, not the answer
+            if value is not None and string:
+                return string
     return None
 
 
@@ -309,13 +319,20 @@ def _is_exact(x: Any) -> bool:
 
 
 def _symbolic_eq(a: Any, b: Any) -> bool:
-    """Math-Verify's symbolic step, `simplify(a - b) == 0`, and, for two exact constants that
-    sympy cannot decide, a difference that is zero to every digit evalf can compute (PrecisionExhausted)."""
+    """Math-Verify's symbolic step, `simplify(a - b) == 0`; for two exact constants, their
+    difference evaluated to 30 accurate digits (zero, or zero to every digit evalf can compute:
+    PrecisionExhausted), which is exact enough for 1/2004! against 1/2006! and fast where
+    simplify is not."""
     from sympy import Basic, MatrixBase, simplify
     from sympy.core.evalf import PrecisionExhausted
 
     try:
-        diff = simplify(a - b)
+        diff = a - b
+        if isinstance(diff, Basic) and diff.is_number and _is_exact(a) and _is_exact(b):
+            # two exact constants: 30 accurate digits of the difference decide, fast even where
+            # simplify takes minutes (nested radicals); PrecisionExhausted: zero to every digit
+            return bool(diff.evalf(30, strict=True) == 0)
+        diff = simplify(diff)
         if isinstance(diff, MatrixBase):
             return bool(diff.is_zero_matrix)
         if not isinstance(diff, Basic) or diff.is_zero is False:

@@ -383,3 +383,26 @@ def test_math500_gold_answers_extract_and_equal_themselves(shared_data):
         assert extract_final_answer(f"The answer is $\\boxed{{{gold}}}$.") == gold.strip()
         # itself, through Math-Verify (is_equivalent would stop at the string comparison)
         assert checker._pool().run("equal", (gold, gold), 10.0) is True, gold
+
+
+# --- cases from outside suites (scripts/checker_outside_suites.py) that the checker got wrong ---
+
+def test_an_unboxed_answer_ending_a_sentence_keeps_its_value():
+    assert extract_final_answer("The probability is 2/3.") == "2/3"
+    assert is_equivalent("\\frac{2}{3}", extract_final_answer("The probability is 2/3."))
+    assert is_equivalent("\\frac{7}{4}", extract_final_answer("so x = 7/4."))
+
+
+def test_primes_count():
+    assert not is_equivalent("E", "E'") and not is_equivalent("E'", "E")
+    assert not is_equivalent("f(x)", "f'(x)") and not is_equivalent("A", "A^{\\prime}")
+    assert is_equivalent("E'", "E'")
+
+
+def test_equal_nested_radicals_are_decided_fast_and_exactly():
+    start = time.perf_counter()
+    assert is_equivalent(r"\frac{\sqrt{\sqrt{11}+\sqrt{194}}}{15+2\sqrt{33}}",
+                         r"\frac{\sqrt{\sqrt{11}+\sqrt{194}}}{2\sqrt{33}+15}", timeout=10)
+    assert time.perf_counter() - start < 8  # it used to time out (simplify on the nested radicals)
+    assert not is_equivalent(r"\sqrt{\sqrt{11}+\sqrt{194}}", r"\sqrt{\sqrt{11}+\sqrt{195}}")
+    assert not is_equivalent(r"\frac{1}{2004!}", r"\frac{1}{2006!}")

@@ -138,7 +138,7 @@ def test_real_model_path_every_method_on_math500(tiny_model_dir, shared_data, tm
     out = tmp_path / "table"
     train = shared_data / "math_train.jsonl"
     assert main(["table", f"--model={tiny_model_dir}", f"--data={shared_data / 'math500_test.jsonl'}", "limit=5",
-                 f"out={out}", f"eval.train_data={train}", f"meta_train.data={train}", f"grpo.data={train}",
+                 f"out={out}", f"eval.train_data={train}", f"meta_train.data={train}",
                  *TINY_TRAIN, "eval.adapt.m=2", "eval.adapt.synth.max_new_tokens=24",
                  "eval.sampling.max_new_tokens=16"]) == 0
     for method in METHODS:

@@ -1,0 +1,40 @@
+"""The shared pieces of test-time adaptation: the example batch, the weights, and use_lora."""
+
+import torch
+
+from mass.adaptation import example_batch, example_weights, use_lora
+from mass.models import attach_lora
+from mass.prompts import Synthesised
+from tests.conftest import tiny_llama
+
+EXAMPLES = [Synthesised(problem="What is $1+1$?", solution="It is $\\boxed{2}$.", answer="2"),
+            Synthesised(problem="What is $20+22$?", solution="Add: $\\boxed{42}$.", answer="42")]
+
+
+def test_the_example_batch_scores_exactly_the_worked_answer_and_eos(tiny_tokenizer):
+    batch = example_batch(tiny_tokenizer, EXAMPLES, "cpu")
+    for row, example in enumerate(EXAMPLES):
+        labels = batch.input_ids[row, 1:][batch.target_mask[row].bool()].tolist()
+        answer = tiny_tokenizer(f" {example.solution}", add_special_tokens=False)["input_ids"]
+        assert labels == answer + [tiny_tokenizer.eos_token_id]
+
+
+def test_without_a_scorer_the_weights_are_uniform(tiny_tokenizer):
+    model = tiny_llama(tiny_tokenizer)
+    assert torch.equal(example_weights(model, tiny_tokenizer, None, "T", EXAMPLES), torch.full((2,), 0.5))
+
+
+def test_use_lora_runs_with_other_values_and_restores_the_adapter_bit_for_bit(tiny_tokenizer):
+    model = attach_lora(tiny_llama(tiny_tokenizer), rank=2)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    other = {n: torch.randn_like(p) for n, p in params.items()}
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with use_lora(model, other):
+            assert all(torch.equal(params[n], other[n]) for n in params)
+            moved = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert not torch.allclose(plain, moved)
+    assert all(torch.equal(params[n], before[n]) for n in params) and torch.equal(plain, after)
