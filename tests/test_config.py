@@ -88,3 +88,27 @@ def test_overrides_keep_a_groups_own_defaults():
 
 def test_scientific_notation_floats():
     assert load_config(Outer, None, ["inner.temperature=1e-4"]).inner.temperature == 1e-4
+
+
+# --- property tests (Hypothesis): overrides either set the typed value or fail with MassError ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-10**9, 10**9), st.floats(allow_nan=False, allow_infinity=False, width=32))
+def test_typed_overrides_round_trip(steps, temperature):
+    cfg = load_config(Outer, None, [f"steps={steps}", f"inner.temperature={temperature!r}"])
+    assert cfg.steps == steps and cfg.inner.temperature == pytest.approx(temperature)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_any_override_text_sets_a_value_or_is_a_clear_error(text):
+    try:
+        cfg = load_config(Outer, None, [text])
+    except MassError as e:
+        assert str(e)  # one message, never another exception type
+    else:
+        assert isinstance(cfg, Outer) and isinstance(cfg.steps, int) and isinstance(cfg.flag, bool)
