@@ -16,25 +16,23 @@ metrics.jsonl (per step: reward, loss; held-out greedy accuracy every `eval_ever
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from mass.budget import DEFAULT_BUDGET
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.guard import BadStepGuard, all_finite, grads_finite
+from mass.guard import all_finite
 from mass.inner import token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
 from mass.tasks import Task, load_task
-from mass.training import (log_metrics, solve_sampling_default, split_training_problems, step_randomness,
-                           tensorboard_writer, training_device)
+from mass.training import (run_steps, solve_sampling_default, split_training_problems, tensorboard_writer,
+                           training_device)
 
 
 @dataclass
@@ -82,27 +80,12 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
             "config": config_to_dict(cfg)}
 
     out.mkdir(parents=True, exist_ok=True)
-    if start == 0:
-        log_metrics(out, writer, {"step": 0, **heldout_accuracy(model, tok, task, heldout, cfg)})
-    guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="solver grpo", dynamic_ncols=True)
-    for step in bar:
-        t0 = time.perf_counter()
-        rng, gen = step_randomness(cfg.seed, step, device)
-        metrics = grpo_step(model, tok, task, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
-        skip = metrics["nonfinite"] == 1.0 or not grads_finite(live.values())
-        if not skip:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        row = {"step": step + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row.update(heldout_accuracy(model, tok, task, heldout, cfg))
-        log_metrics(out, writer, row)
-        bar.set_postfix(reward=row["reward_mean"])
-        guard.record(skip, step + 1, last_saved)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_meta_checkpoint(out, model, None, info, {"step": step + 1, "opt": opt.state_dict()})
-            last_saved = step + 1
+    run_steps(cfg, out, start, train, device, "solver grpo",
+              step=lambda targets, gen: grpo_step(model, tok, task, live, targets, cfg, gen, device),
+              params=live.values(), optimizers=[opt],
+              evaluate=lambda: heldout_accuracy(model, tok, task, heldout, cfg),
+              save=lambda step: save_meta_checkpoint(out, model, None, info, {"step": step, "opt": opt.state_dict()}),
+              writer=writer, postfix=("reward_mean",))
     print(f"saved Solver GRPO checkpoint to {out}")
     return out
 

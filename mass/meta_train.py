@@ -27,13 +27,11 @@ are logged. Metrics go to DIR/metrics.jsonl (and TensorBoard with tensorboard=tr
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm import tqdm
 
 from mass.adaptation import AdaptConfig, example_batch, example_weights, use_lora
 from mass.budget import DEFAULT_BUDGET
@@ -41,7 +39,7 @@ from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.generator import synthesise
-from mass.guard import BadStepGuard, all_finite, grads_finite
+from mass.guard import all_finite
 from mass.inner import META_GRADS, adapt, example_losses, lora_params, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
@@ -50,8 +48,8 @@ from mass.prompts import synth_prompt
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
 from mass.tasks import Task, load_task
-from mass.training import (log_metrics, solve_sampling_default, split_training_problems, step_randomness,
-                           tensorboard_writer, training_device)
+from mass.training import (run_steps, solve_sampling_default, split_training_problems, tensorboard_writer,
+                           training_device)
 
 
 def _train_adapt() -> AdaptConfig:
@@ -127,34 +125,18 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
             "config": config_to_dict(cfg)}
 
     out.mkdir(parents=True, exist_ok=True)
-    if start == 0:
-        log_metrics(out, writer, {"step": 0, **evaluate_heldout(model, tok, task, scorer, heldout, cfg, device)})
-    guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"meta-train ({cfg.outer})",
-               dynamic_ncols=True)
-    for step in bar:
-        t0 = time.perf_counter()
-        rng, gen = step_randomness(cfg.seed, step, device)
-        metrics = meta_step(model, tok, task, scorer, live, rng.sample(train, cfg.batch_size), cfg, gen, device)
-        skip = metrics.get("nonfinite") == 1.0 or not grads_finite([*scorer.parameters(), *live.values()])
-        if not skip:
-            opt_scorer.step()
-            if opt_gen is not None:
-                opt_gen.step()
-        opt_scorer.zero_grad(set_to_none=True)
-        if opt_gen is not None:
-            opt_gen.zero_grad(set_to_none=True)
-        row = {"step": step + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row.update(evaluate_heldout(model, tok, task, scorer, heldout, cfg, device))
-        log_metrics(out, writer, row)
-        bar.set_postfix({k: row[k] for k in ("outer_after", "parse_rate") if k in row})
-        guard.record(skip, step + 1, last_saved)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_meta_checkpoint(out, model, scorer, info, {
-                "step": step + 1, "opt_scorer": opt_scorer.state_dict(),
-                "opt_gen": opt_gen.state_dict() if opt_gen is not None else None})
-            last_saved = step + 1
+    optimizers = [opt_scorer] + ([opt_gen] if opt_gen is not None else [])
+
+    def save(step: int) -> None:
+        save_meta_checkpoint(out, model, scorer, info, {
+            "step": step, "opt_scorer": opt_scorer.state_dict(),
+            "opt_gen": opt_gen.state_dict() if opt_gen is not None else None})
+
+    run_steps(cfg, out, start, train, device, f"meta-train ({cfg.outer})",
+              step=lambda targets, gen: meta_step(model, tok, task, scorer, live, targets, cfg, gen, device),
+              params=[*scorer.parameters(), *live.values()], optimizers=optimizers,
+              evaluate=lambda: evaluate_heldout(model, tok, task, scorer, heldout, cfg, device), save=save,
+              writer=writer, postfix=("outer_after", "parse_rate"))
     print(f"saved MASS checkpoint to {out}")
     return out
 
