@@ -52,3 +52,14 @@ def test_what_the_generator_is_taught_to_write_parses_back(problem, working, ans
     s = parse_synthesised(synth_completion(problem, solution))
     assert s is not None
     assert (s.problem, s.solution, s.answer) == (problem.strip(), solution.strip(), answer.strip())
+
+
+def test_enormous_or_truncated_model_output_is_dropped_quickly():
+    import time
+
+    start = time.perf_counter()
+    assert parse_synthesised("x" * 200_000) is None  # no solution line
+    assert parse_synthesised(" P?\nSolution: " + "{" * 100_000 + "\\boxed{1") is None  # cut inside its answer
+    s = parse_synthesised(" P?\nSolution: " + "step. " * 20_000 + "\\boxed{7}")
+    assert s is not None and s.answer == "7"
+    assert time.perf_counter() - start < 5
