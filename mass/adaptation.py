@@ -20,7 +20,7 @@ from mass.config import nested, setting
 from mass.errors import MassError
 from mass.inner import Params, SFTBatch
 from mass.models import SamplingConfig, make_sft_batch, uses_chat_template
-from mass.prompts import Synthesised, solve_prompt
+from mass.prompts import SynthExample, solve_prompt
 from mass.scorer import Scorer, embed_texts, example_stats
 
 
@@ -46,14 +46,14 @@ class AdaptConfig:
             raise MassError("adaptation needs m >= 1, steps >= 0, lr >= 0 and batch_problems >= 1")
 
 
-def example_batch(tokenizer, examples: list[Synthesised], device) -> SFTBatch:
+def example_batch(tokenizer, examples: list[SynthExample], device) -> SFTBatch:
     """The SFT batch of synthesised examples: prompt "Problem: p_i", scored part the worked answer a_i."""
     chat = uses_chat_template(tokenizer)
     return make_sft_batch(tokenizer, [solve_prompt(e.problem, chat) for e in examples],
                           [f" {e.solution}" for e in examples], device)
 
 
-def example_weights(model, tokenizer, scorer: Scorer | None, target: str, examples: list[Synthesised]) -> torch.Tensor:
+def example_weights(model, tokenizer, scorer: Scorer | None, target: str, examples: list[SynthExample]) -> torch.Tensor:
     """s (m,): the scorer's weights (differentiable in its parameters), or uniform 1/m."""
     device = next(model.parameters()).device
     if scorer is None:
@@ -80,7 +80,7 @@ def use_lora(model, phi: Params) -> Iterator[None]:
                 params[n].copy_(value)
 
 
-def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
+def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
                      task, answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
     """For each problem: synthesise m examples, weight them, adapt phi0 -> phi_K, answer with phi_K.
 
@@ -96,7 +96,7 @@ def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Sco
     with use_lora(model, phi0):
         syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, generator)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
-    records = answer_after_adapting(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
+    records = adapt_answer(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
                                     task, answer_sampling, generator)
     for record, syn in zip(records, syntheses):
         record.update(n_dropped=syn.n_dropped, seconds_generate=round(generate_seconds, 4))
@@ -106,7 +106,7 @@ def adapt_and_answer(model, tokenizer, problems: list, phi0: Params, scorer: Sco
     return records
 
 
-def answer_after_adapting(model, tokenizer, problems: list, example_sets: list[list[Synthesised]], phi0: Params,
+def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
                           scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
                           generator: torch.Generator | None) -> list[dict]:
     """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
@@ -118,12 +118,12 @@ def answer_after_adapting(model, tokenizer, problems: list, example_sets: list[l
     out = []
     for start in range(0, len(problems), cfg.batch_problems):
         part = slice(start, start + cfg.batch_problems)
-        out += _adapt_and_answer_together(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg,
+        out += _adapt_answer_together(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg,
                                           task, answer_sampling, generator)
     return out
 
 
-def _adapt_and_answer_together(model, tokenizer, problems: list, example_sets: list[list[Synthesised]],
+def _adapt_answer_together(model, tokenizer, problems: list, example_sets: list[list[SynthExample]],
                                phi0: Params, scorer: Scorer | None, cfg: AdaptConfig, task,
                                answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
     from mass.batched import batched_adapt, batched_answers, stack_params

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from mass.models import SamplingConfig, generate, uses_chat_template
-from mass.prompts import Synthesised, parse_synthesised, synth_prompt
+from mass.prompts import SynthExample, parse_synthesised, synth_prompt
 
 
 @dataclass
 class Synthesis:
     completions: list[str]  # the m raw samples
-    examples: list[Synthesised]  # the parseable ones, in sample order
+    examples: list[SynthExample]  # the parseable ones, in sample order
     example_completions: list[str]  # the raw completion each example was parsed from
     n_dropped: int  # samples that did not parse
 

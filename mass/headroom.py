@@ -49,7 +49,7 @@ from mass.inner import lora_params
 from mass.minimath import grade_synthesised, kindred_problems, problem_kind, solve_text
 from mass.models import (LoraSettings, SamplingConfig, attach_lora, fit_problems, load_model, resolve_model_name,
                          uses_chat_template)
-from mass.prompts import Synthesised
+from mass.prompts import SynthExample
 from mass.tasks import load_task
 from mass.problem import Problem
 
@@ -169,8 +169,8 @@ def nearest_problems(problem: Problem, pool: list[Problem], m: int) -> list[Prob
     return sorted(pool, key=key, reverse=True)[:m]
 
 
-def as_example(p: Problem) -> Synthesised:
-    return Synthesised(problem=p.problem, solution=p.solution or "", answer=p.answer)
+def as_example(p: Problem) -> SynthExample:
+    return SynthExample(problem=p.problem, solution=p.solution or "", answer=p.answer)
 
 
 def adaptation_sets(cfg: HeadroomConfig, problems: list[Problem], pool: list[Problem], model, tok, phi0,

@@ -51,7 +51,7 @@ def synth_document(problem: str, new_problem: str, new_solution: str) -> tuple[s
 
 
 @dataclass(frozen=True)
-class Synthesised:
+class SynthExample:
     problem: str  # p_i
     solution: str  # a_i: the worked answer, ending in \boxed{}
     answer: str  # the content of its last \boxed{}
@@ -60,7 +60,7 @@ class Synthesised:
 _NEW = re.compile(r"^\s*(?:New problem:)?\s*(?P<p>.+?)\s*\n\s*Solution:\s*(?P<s>.+?)\s*$", re.S)
 
 
-def parse_synthesised(completion: str) -> Synthesised | None:
+def parse_synthesised(completion: str) -> SynthExample | None:
     """Parse a generated "p\\nSolution: a" completion; None if it is not usable training data.
 
     Usable means: a non-empty problem, a solution on the following line that ends in a
@@ -76,4 +76,4 @@ def parse_synthesised(completion: str) -> Synthesised | None:
     answer = extract_boxed(solution)
     if not problem or not answer or "Solution:" in problem:
         return None
-    return Synthesised(problem=problem, solution=solution, answer=answer)
+    return SynthExample(problem=problem, solution=solution, answer=answer)

@@ -32,7 +32,7 @@ from torch import nn
 from mass.errors import MassError
 from mass.inner import token_logprobs
 from mass.models import make_sft_batch, uses_chat_template
-from mass.prompts import Synthesised, solve_prompt, synth_completion, synth_prompt
+from mass.prompts import SynthExample, solve_prompt, synth_completion, synth_prompt
 
 NORMALISATIONS = ("softmax", "sigmoid")
 STATS = ("synth_mean_nll", "synth_max_nll", "answer_mean_nll", "answer_max_nll", "log_tokens")
@@ -107,7 +107,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> tor
 
 
 @torch.no_grad()
-def example_stats(model, tokenizer, target: str, examples: list[Synthesised]) -> torch.Tensor:
+def example_stats(model, tokenizer, target: str, examples: list[SynthExample]) -> torch.Tensor:
     """The model's own surprise at each example, with its current adapter (phi_0).  -> (m, len(STATS)) float32
 
     synth_*: token NLL of the whole sample "p_i / Solution: a_i" after the synthesis prompt for T

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mass.adaptation import AdaptConfig, adapt_and_answer
+from mass.adaptation import AdaptConfig, synthesise_adapt_answer
 from mass.checker import extract_final_answer
 from mass.checkpoint import checkpoint_model, load_meta_checkpoint
 from mass.config import nested, setting
@@ -71,7 +71,7 @@ def run(cfg: SolveConfig) -> list[dict]:
     problems = fit_problems([Problem(id=str(i), problem=t, solution=None, answer="", subject="", level=None)
                              for i, t in enumerate(texts)], tok, model)
     task = Task(name="solve", load=lambda limit: problems)
-    results = adapt_and_answer(peft_model, tok, problems, phi0, scorer, adapt_cfg, task, cfg.sampling,
+    results = synthesise_adapt_answer(peft_model, tok, problems, phi0, scorer, adapt_cfg, task, cfg.sampling,
                                torch.Generator().manual_seed(cfg.seed))
     for problem, r in zip(problems, results):
         r.update(problem=problem.problem, answer=extract_final_answer(r["generated"]))
@@ -83,7 +83,7 @@ def run(cfg: SolveConfig) -> list[dict]:
 
 
 def format_result(r: dict) -> str:
-    lines = [f"Problem: {r['problem']}", f"Synthesised examples: {r['n_parsed']} parsed, {r['n_dropped']} dropped"]
+    lines = [f"Problem: {r['problem']}", f"SynthExample examples: {r['n_parsed']} parsed, {r['n_dropped']} dropped"]
     for i, e in enumerate(r.get("examples", []), 1):
         lines.append(f"  [{i}] weight {e['weight']:.3f}  {e['problem']}")
         lines.append(f"      answer: {e['answer']}")

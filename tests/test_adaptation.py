@@ -4,11 +4,11 @@ import torch
 
 from mass.adaptation import example_batch, example_weights, use_lora
 from mass.models import attach_lora
-from mass.prompts import Synthesised
+from mass.prompts import SynthExample
 from tests.conftest import tiny_llama
 
-EXAMPLES = [Synthesised(problem="What is $1+1$?", solution="It is $\\boxed{2}$.", answer="2"),
-            Synthesised(problem="What is $20+22$?", solution="Add: $\\boxed{42}$.", answer="42")]
+EXAMPLES = [SynthExample(problem="What is $1+1$?", solution="It is $\\boxed{2}$.", answer="2"),
+            SynthExample(problem="What is $20+22$?", solution="Add: $\\boxed{42}$.", answer="42")]
 
 
 def test_the_example_batch_scores_exactly_the_worked_answer_and_eos(tiny_tokenizer):

@@ -6,23 +6,23 @@ import pytest
 import torch
 
 import mass.models  # noqa: F401  (registers the mass_math attention)
-from mass.adaptation import AdaptConfig, answer_after_adapting, example_batch, use_lora
+from mass.adaptation import AdaptConfig, adapt_answer, example_batch, use_lora
 from mass.batched import batched_adapt, per_row_lora
 from mass.inner import adapt, lora_params
 from mass.models import SamplingConfig, attach_lora
-from mass.prompts import Synthesised
+from mass.prompts import SynthExample
 from mass.tasks import Task
 from mass.problem import Problem
 
 from conftest import keep_float64, tiny_llama
 
 EXAMPLE_SETS = [
-    [Synthesised("What is $1+1$?", "$1+1=2$. \\boxed{2}", "2"),
-     Synthesised("What is $2+2$?", "$2+2=4$, so the answer is \\boxed{4}", "4")],
+    [SynthExample("What is $1+1$?", "$1+1=2$. \\boxed{2}", "2"),
+     SynthExample("What is $2+2$?", "$2+2=4$, so the answer is \\boxed{4}", "4")],
     [],  # nothing parsed: the problem keeps phi0
-    [Synthesised("Solve $2x=4$.", "$x=2$. \\boxed{2}", "2"),
-     Synthesised("Solve $3x=9$.", "Divide by 3: $x=3$. \\boxed{3}", "3"),
-     Synthesised("What is $5-1$?", "\\boxed{4}", "4")],
+    [SynthExample("Solve $2x=4$.", "$x=2$. \\boxed{2}", "2"),
+     SynthExample("Solve $3x=9$.", "Divide by 3: $x=3$. \\boxed{3}", "3"),
+     SynthExample("What is $5-1$?", "\\boxed{4}", "4")],
 ]
 PROBLEMS = [Problem(id=str(i), problem=p, solution=None, answer="0", subject="", level=None)
             for i, p in enumerate(["What is $3+3$?", "What is $7 \\times 2$?", "Solve $4x=8$."])]
@@ -81,12 +81,12 @@ def test_answers_batched_equal_answers_one_at_a_time(peft_model, tiny_tokenizer)
     answers = {}
     for together in (1, 3):
         cfg = AdaptConfig(m=3, steps=2, lr=0.5, weights="uniform", batch_problems=together)
-        records = answer_after_adapting(peft_model, tiny_tokenizer, PROBLEMS, EXAMPLE_SETS, phi0, None, cfg, task,
+        records = adapt_answer(peft_model, tiny_tokenizer, PROBLEMS, EXAMPLE_SETS, phi0, None, cfg, task,
                                         SamplingConfig(max_new_tokens=12), None)
         answers[together] = [r["generated"] for r in records]
         assert [r["adapted"] for r in records] == [True, False, True]
     assert answers[1] == answers[3]
-    base = answer_after_adapting(peft_model, tiny_tokenizer, PROBLEMS, [[], [], []], phi0, None,
+    base = adapt_answer(peft_model, tiny_tokenizer, PROBLEMS, [[], [], []], phi0, None,
                                  AdaptConfig(weights="uniform"), task, SamplingConfig(max_new_tokens=12), None)
     assert base[1]["generated"] == answers[3][1]  # unadapted problem: phi0's answer
 

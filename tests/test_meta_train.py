@@ -76,7 +76,7 @@ def test_eval_with_adaptation_records_the_details(gold_checkpoint, tmp_path, met
 
 @pytest.mark.slow
 def test_adapting_leaves_base_and_meta_trained_weights_bit_identical(gold_checkpoint):
-    from mass.adaptation import AdaptConfig, adapt_and_answer
+    from mass.adaptation import AdaptConfig, synthesise_adapt_answer
     from mass.checkpoint import load_meta_checkpoint
     from mass.models import SamplingConfig, load_model
     from mass.tasks import load_task
@@ -87,7 +87,7 @@ def test_adapting_leaves_base_and_meta_trained_weights_bit_identical(gold_checkp
     task = load_task("minimath-500")
     cfg = AdaptConfig(m=3, steps=1)
     cfg.synth.max_new_tokens = 120
-    out = adapt_and_answer(peft_model, tok, task.load(2), phi0, scorer, cfg, task,
+    out = synthesise_adapt_answer(peft_model, tok, task.load(2), phi0, scorer, cfg, task,
                            SamplingConfig(max_new_tokens=60), torch.Generator().manual_seed(0))
     assert any(r["adapted"] for r in out)
     after = peft_model.state_dict()
@@ -101,7 +101,7 @@ def test_solve_shows_examples_weights_and_answer(gold_checkpoint, capsys):
     assert main(["solve", "What is the remainder when $100$ is divided by $7$?", "--checkpoint",
                  str(gold_checkpoint), "adapt.m=2", "adapt.synth.max_new_tokens=120"]) == 0
     text = capsys.readouterr().out
-    assert "Synthesised examples:" in text and "Answer:" in text
+    assert "SynthExample examples:" in text and "Answer:" in text
 
 
 def test_solve_file_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):

@@ -91,12 +91,12 @@ def test_within_group_auc_counts_pairs_inside_each_group_only():
 
 def test_example_statistics_measure_the_models_own_surprise(tiny_model_dir):
     from mass.models import load_model
-    from mass.prompts import Synthesised
+    from mass.prompts import SynthExample
     from mass.scorer import STATS, example_stats
 
     model, tok = load_model(str(tiny_model_dir))
-    short = Synthesised("What is $1 + 1$?", "It is $\\boxed{2}$.", "2")
-    long = Synthesised("What is $1 + 1$?", "One and one make two, so it is $\\boxed{2}$ indeed, we said.", "2")
+    short = SynthExample("What is $1 + 1$?", "It is $\\boxed{2}$.", "2")
+    long = SynthExample("What is $1 + 1$?", "One and one make two, so it is $\\boxed{2}$ indeed, we said.", "2")
     stats = example_stats(model, tok, "What is $2 + 2$?", [short, long, short])
     assert stats.shape == (3, len(STATS)) and torch.isfinite(stats).all()
     assert torch.allclose(stats[0], stats[2])  # a function of the example alone

@@ -7,7 +7,7 @@ generator's LoRA give phi_K, and phi_K answers T. Paper inference settings: m=6,
 
 from __future__ import annotations
 
-from mass.adaptation import adapt_and_answer
+from mass.adaptation import synthesise_adapt_answer
 from mass.checkpoint import load_meta_checkpoint
 from mass.errors import MassError
 from mass.methods import MethodContext
@@ -20,5 +20,5 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
             raise MassError(f"--method {ctx.cfg.method} needs --checkpoint DIR (the output of `mass meta-train`)")
         peft_model, scorer, phi0 = load_meta_checkpoint(ctx.model, ctx.cfg.checkpoint)
         ctx.state.update(peft=peft_model, scorer=scorer, phi0=phi0)
-    return adapt_and_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], ctx.state["scorer"],
+    return synthesise_adapt_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], ctx.state["scorer"],
                             ctx.cfg.adapt, ctx.task, ctx.cfg.sampling, ctx.generator)

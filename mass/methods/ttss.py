@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mass.adaptation import adapt_and_answer
+from mass.adaptation import synthesise_adapt_answer
 from mass.methods import MethodContext, fresh_adapter
 from mass.problem import Problem
 
@@ -13,5 +13,5 @@ from mass.problem import Problem
 def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
     fresh_adapter(ctx)
     adapt_cfg = replace(ctx.cfg.adapt, weights="uniform")
-    return adapt_and_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], None, adapt_cfg,
+    return synthesise_adapt_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], None, adapt_cfg,
                             ctx.task, ctx.cfg.sampling, ctx.generator)

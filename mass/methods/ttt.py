@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from mass.adaptation import answer_after_adapting
+from mass.adaptation import adapt_answer
 from mass.errors import MassError
 from mass.methods import MethodContext, fresh_adapter
-from mass.prompts import Synthesised
+from mass.prompts import SynthExample
 from mass.tasks import load_task
 from mass.problem import Problem
 
@@ -30,7 +30,7 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
     fresh_adapter(ctx)
     example_sets = [training_examples(ctx.state["pool"], cfg.adapt.m, f"{cfg.seed}:{p.id or p.problem}")
                     for p in problems]
-    records = answer_after_adapting(ctx.state["peft"], ctx.tokenizer, problems, example_sets, ctx.state["phi0"],
+    records = adapt_answer(ctx.state["peft"], ctx.tokenizer, problems, example_sets, ctx.state["phi0"],
                                     None, replace(cfg.adapt, weights="uniform"), ctx.task, cfg.sampling,
                                     ctx.generator)
     for r in records:
@@ -38,7 +38,7 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
     return records
 
 
-def training_examples(pool: list[Problem], m: int, seed: str) -> list[Synthesised]:
+def training_examples(pool: list[Problem], m: int, seed: str) -> list[SynthExample]:
     """m distinct random training problems with gold solutions, as SFT examples."""
     chosen = random.Random(seed).sample(pool, m)
-    return [Synthesised(problem=p.problem, solution=p.solution, answer=p.answer) for p in chosen]
+    return [SynthExample(problem=p.problem, solution=p.solution, answer=p.answer) for p in chosen]
