@@ -9,7 +9,7 @@ meta-training (`grpo_budget_from`), so the comparison cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TrainingBudget:
 
 
 DEFAULT_BUDGET = TrainingBudget()
-SHARED = ("data", "limit", "heldout", "steps", "batch_size", "seed")
+SHARED = tuple(f.name for f in fields(TrainingBudget))  # the settings both commands take from the budget
 
 
 def grpo_budget_from(meta_train_cfg) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -62,20 +62,25 @@ class EvalConfig:
 # the settings only some methods read; any other method must leave them at their defaults
 METHOD_SETTINGS = {"base": (), "ttt": ("adapt", "lora", "train_data"), "ttss": ("adapt", "lora"),
                    "solver-grpo": ("checkpoint",), "mass-gold": ("adapt", "checkpoint"), "mass": ("adapt", "checkpoint")}
-OPTIONAL_DEFAULTS = {"adapt": AdaptConfig, "lora": LoraSettings, "train_data": lambda: "minimath-train",
-                     "checkpoint": lambda: ""}
+OPTIONAL = ("adapt", "lora", "train_data", "checkpoint")
+
+
+def _default(name: str):
+    """EvalConfig's own default for the setting `name`."""
+    f = EvalConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default is MISSING else f.default
 
 
 def ignored_settings(cfg: EvalConfig) -> list[str]:
     """Settings given a value that `cfg.method` never reads."""
-    used = METHOD_SETTINGS.get(cfg.method, tuple(OPTIONAL_DEFAULTS))
-    return [name for name, default in OPTIONAL_DEFAULTS.items() if name not in used and getattr(cfg, name) != default()]
+    used = METHOD_SETTINGS.get(cfg.method, OPTIONAL)
+    return [name for name in OPTIONAL if name not in used and getattr(cfg, name) != _default(name)]
 
 
 def only_used_settings(cfg: EvalConfig) -> EvalConfig:
     """cfg with the settings its method does not read back at their defaults (for `mass table`,
     whose shared eval.* settings serve every method)."""
-    return replace(cfg, **{name: OPTIONAL_DEFAULTS[name]() for name in ignored_settings(cfg)})
+    return replace(cfg, **{name: _default(name) for name in ignored_settings(cfg)})
 
 
 def run(cfg: EvalConfig) -> dict:

@@ -67,7 +67,7 @@ class SolverGRPOConfig:
 def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
     task = load_task(cfg.data)
-    train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
+    train, heldout = split_training_problems(task, cfg.limit, cfg.heldout, cfg.batch_size)
     device = training_device(cfg.device)
     base, tok = load_model(cfg.model or None, cfg.dtype, device)
     train, heldout = fit_problems(train, tok, base), fit_problems(heldout, tok, base)

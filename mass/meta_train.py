@@ -40,7 +40,7 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.generator import synthesise
 from mass.guard import all_finite
-from mass.inner import META_GRADS, adapt, example_losses, lora_params, token_logprobs
+from mass.inner import META_GRADS, SFTBatch, adapt, example_losses, lora_params, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
@@ -100,7 +100,7 @@ class MetaTrainConfig:
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
     task = load_task(cfg.data)
-    train, heldout = split_training_problems(cfg.data, cfg.limit, cfg.heldout, cfg.batch_size)
+    train, heldout = split_training_problems(task, cfg.limit, cfg.heldout, cfg.batch_size)
     heldout = heldout[: cfg.heldout_eval]
     if cfg.outer == "gold" and any(p.solution is None for p in train + heldout):
         raise MassError(f"outer=gold needs gold solutions, and {cfg.data} lacks some; use outer=verifier")
@@ -153,7 +153,9 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list,
             continue
         batch = example_batch(tok, syn.examples, device)
         s = example_weights(model, tok, scorer, target.problem, syn.examples)  # (m,), graph to eta
-        outer, solve_loss, extra = outer_objective(model, tok, task, target, phi0, batch, s, live, cfg, gen, device)
+        gold = gold_batch(tok, task, target, device)  # tokenised once: outer loss, L_solve and the CE metrics
+        outer, solve_loss, extra = outer_objective(model, tok, task, target, gold, phi0, batch, s, live, cfg, gen,
+                                                   device)
         mg = META_GRADS[cfg.meta_grad](model, phi0, batch, s, cfg.adapt.lr, cfg.adapt.steps, outer)
 
         # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
@@ -168,9 +170,11 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list,
         # scorer: eta.grad += sum_i dL/ds_i * ds_i/deta; generator: theta.grad += d(gen + gamma * solve)
         ((s * mg.ds.to(s.dtype)).sum() + gen_loss + cfg.gamma * solve_loss).div(n).backward()
 
-        with torch.no_grad():
-            gold_before = _gold_ce(model, tok, task, target, phi0, device)
-            gold_after = _gold_ce(model, tok, task, target, mg.phi_K, device)
+        if cfg.outer == "gold":  # the gold CE at theta is L_solve, at phi_K the outer loss: no new passes
+            gold_before, gold_after = float(solve_loss.detach()), mg.outer_loss
+        else:
+            with torch.no_grad():
+                gold_before, gold_after = _gold_ce(model, phi0, gold), _gold_ce(model, mg.phi_K, gold)
         right = graded_examples(target, syn.examples)
         if right is not None:
             extra["right_share"] = sum(right) / len(right)
@@ -192,11 +196,12 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list,
     return _mean_rows(rows)
 
 
-def outer_objective(model, tok, task: Task, target, phi0, batch, s, live, cfg: MetaTrainConfig, gen, device):
-    """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T."""
+def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0, batch, s, live,
+                    cfg: MetaTrainConfig, gen, device):
+    """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T; `gold` is
+    T's gold solution as an SFT batch (`gold_batch`)."""
     prompt = task.render_prompt(target, uses_chat_template(tok))
     if cfg.outer == "gold":
-        gold = make_sft_batch(tok, [prompt], [f" {target.solution}"], device)
         solve_loss = example_losses(model, live, gold).mean()
         return (lambda phi: example_losses(model, phi, gold).mean()), solve_loss, {}
     # verifier: k solutions of T sampled from phi_K (no gradient through sampling), rewards 1/0.
@@ -220,11 +225,15 @@ def outer_objective(model, tok, task: Task, target, phi0, batch, s, live, cfg: M
     return outer, solve_loss, {"reward_after": float(rewards.mean())}
 
 
-def _gold_ce(model, tok, task: Task, target, phi, device) -> float:
+def gold_batch(tok, task: Task, target, device) -> SFTBatch | None:
+    """T's gold solution after its solving prompt, as an SFT batch; None when T has none."""
     if target.solution is None:
-        return float("nan")
-    gold = make_sft_batch(tok, [task.render_prompt(target, uses_chat_template(tok))], [f" {target.solution}"], device)
-    return float(example_losses(model, phi, gold).mean())
+        return None
+    return make_sft_batch(tok, [task.render_prompt(target, uses_chat_template(tok))], [f" {target.solution}"], device)
+
+
+def _gold_ce(model, phi, gold: SFTBatch | None) -> float:
+    return float("nan") if gold is None else float(example_losses(model, phi, gold).mean())
 
 
 @torch.no_grad()
@@ -248,8 +257,9 @@ def evaluate_heldout(model, tok, task: Task, scorer, heldout: list, cfg: MetaTra
                 groups.append(([float(w) for w in s], right))
             with torch.enable_grad():
                 phi = adapt(model, phi0, example_batch(tok, syn.examples, device), s, cfg.adapt.lr, cfg.adapt.steps)[-1]
-        before.append(_gold_ce(model, tok, task, target, phi0, device))
-        after.append(_gold_ce(model, tok, task, target, phi, device))
+        gold = gold_batch(tok, task, target, device)
+        before.append(_gold_ce(model, phi0, gold))
+        after.append(_gold_ce(model, phi, gold))
         for values, correct in ((phi0, correct_before), (phi, correct_after)):
             with use_lora(model, values):
                 text = generate(model, tok, [task.render_prompt(target, uses_chat_template(tok))], greedy)[0]

@@ -83,7 +83,7 @@ def run(cfg: SolveConfig) -> list[dict]:
 
 
 def format_result(r: dict) -> str:
-    lines = [f"Problem: {r['problem']}", f"SynthExample examples: {r['n_parsed']} parsed, {r['n_dropped']} dropped"]
+    lines = [f"Problem: {r['problem']}", f"Synthesised examples: {r['n_parsed']} parsed, {r['n_dropped']} dropped"]
     for i, e in enumerate(r.get("examples", []), 1):
         lines.append(f"  [{i}] weight {e['weight']:.3f}  {e['problem']}")
         lines.append(f"      answer: {e['answer']}")

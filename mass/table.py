@@ -180,8 +180,8 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
     given = getattr(cfg.checkpoints, method.replace("-", "_"))
     if given:
         path = Path(given)
-    elif default_checkpoint(method, cfg.model):
-        path = default_checkpoint(method, cfg.model)
+    elif shipped := default_checkpoint(method, cfg.model):
+        path = shipped
     else:  # another model, or the embedded model before its checkpoints ship: trained into out/
         path = Path(cfg.out) / "checkpoints" / method
     if (path / "mass.json").is_file():

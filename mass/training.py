@@ -18,7 +18,7 @@ from tqdm import tqdm
 from mass.errors import MassError
 from mass.guard import BadStepGuard, grads_finite
 from mass.models import SamplingConfig
-from mass.tasks import load_task
+from mass.tasks import Task
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -35,11 +35,12 @@ def solve_sampling_default() -> SamplingConfig:
     return SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=320, batch_size=64)
 
 
-def split_training_problems(data: str, limit: int | None, heldout: int, batch_size: int) -> tuple[list, list]:
+def split_training_problems(task: Task, limit: int | None, heldout: int, batch_size: int) -> tuple[list, list]:
     """(training problems, the last `heldout` problems kept for evaluation)."""
-    problems = load_task(data).load(limit)
+    problems = task.load(limit)
     if len(problems) <= heldout + batch_size:
-        raise MassError(f"{data} has {len(problems)} problems: too few for heldout={heldout}, batch_size={batch_size}")
+        raise MassError(f"{task.name} has {len(problems)} problems: too few for heldout={heldout}, "
+                        f"batch_size={batch_size}")
     return problems[: len(problems) - heldout], problems[len(problems) - heldout :]
 
 

@@ -21,6 +21,7 @@ from mass.adaptation import example_batch, synth_sampling_default
 from mass.generator import synthesise
 from mass.inner import example_losses, lora_params, meta_grad_hybrid
 from mass.meta_train import _train_adapt, graded_examples
+from mass.tasks import load_task
 from mass.training import split_training_problems
 from mass.models import LoraSettings, attach_lora, load_model, make_sft_batch
 from mass.prompts import solve_prompt
@@ -35,7 +36,7 @@ def collect(n_train: int, n_held: int, path: Path) -> None:
     model.eval()
     phi0 = lora_params(model)
     cfg = _train_adapt()
-    train, held = split_training_problems("minimath-meta", None, 100, 4)
+    train, held = split_training_problems(load_task("minimath-meta"), None, 100, 4)
     groups = []
     for split, problems in (("train", train[:n_train]), ("heldout", held[:n_held])):
         gen = torch.Generator().manual_seed(1 if split == "train" else 2)

@@ -11,6 +11,7 @@ from mass.inner import lora_params, meta_grad_hybrid, example_losses
 from mass.adaptation import example_batch, synth_sampling_default
 from mass.generator import synthesise
 from mass.meta_train import graded_examples
+from mass.tasks import load_task
 from mass.training import split_training_problems
 from mass.prompts import solve_prompt
 from mass.scorer import within_group_auc
@@ -22,7 +23,7 @@ def main():
     lora = LoraSettings()
     model = attach_lora(base, lora.rank, lora.alpha, lora.targets)
     phi0 = lora_params(model)
-    _, held = split_training_problems("minimath-meta", None, 100, 4)
+    _, held = split_training_problems(load_task("minimath-meta"), None, 100, 4)
     held = held[:n]
     gen = torch.Generator().manual_seed(1)
     syn = synthesise(model, tok, [t.problem for t in held], 12, synth_sampling_default(), gen)

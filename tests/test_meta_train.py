@@ -101,7 +101,7 @@ def test_solve_shows_examples_weights_and_answer(gold_checkpoint, capsys):
     assert main(["solve", "What is the remainder when $100$ is divided by $7$?", "--checkpoint",
                  str(gold_checkpoint), "adapt.m=2", "adapt.synth.max_new_tokens=120"]) == 0
     text = capsys.readouterr().out
-    assert "SynthExample examples:" in text and "Answer:" in text
+    assert "Synthesised examples:" in text and "Answer:" in text
 
 
 def test_solve_file_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):
