@@ -19,9 +19,9 @@ import torch
 from mass.config import nested, setting
 from mass.errors import MassError
 from mass.inner import Params, SFTBatch
-from mass.models import SamplingConfig, make_sft_batch, uses_chat_template
+from mass.models import SamplingConfig, make_sft_batch, merged_lora, uses_chat_template
 from mass.prompts import SynthExample, solve_prompt
-from mass.scorer import Scorer, embed_texts, example_stats
+from mass.scorer import Scorer, embed_texts, group_stats
 
 
 def synth_sampling_default() -> SamplingConfig:
@@ -55,13 +55,21 @@ def example_batch(tokenizer, examples: list[SynthExample], device) -> SFTBatch:
 
 def example_weights(model, tokenizer, scorer: Scorer | None, target: str, examples: list[SynthExample]) -> torch.Tensor:
     """s (m,): the scorer's weights (differentiable in its parameters), or uniform 1/m."""
+    return group_weights(model, tokenizer, scorer, [target], [examples])[0]
+
+
+def group_weights(model, tokenizer, scorer: Scorer | None, targets: list[str],
+                  example_sets: list[list[SynthExample]]) -> list[torch.Tensor]:
+    """`example_weights` of many targets at once: their features share forward passes. Each
+    group is scored on its own (the scorer standardises within a group)."""
     device = next(model.parameters()).device
-    if scorer is None:
-        return torch.full((len(examples),), 1.0 / len(examples), device=device)
-    feats = embed_texts(model, tokenizer, [f"Problem: {target}"] +
-                        [f"Problem: {e.problem}\nSolution: {e.solution}" for e in examples])
-    stats = example_stats(model, tokenizer, target, examples) if scorer.n_stats else None
-    return scorer(feats[0], feats[1:], stats)
+    if scorer is None or not example_sets:
+        return [torch.full((len(examples),), 1.0 / len(examples), device=device) for examples in example_sets]
+    texts = [text for target, examples in zip(targets, example_sets)
+             for text in [f"Problem: {target}"] + [f"Problem: {e.problem}\nSolution: {e.solution}" for e in examples]]
+    feats = embed_texts(model, tokenizer, texts).split([1 + len(examples) for examples in example_sets])
+    stats = group_stats(model, tokenizer, targets, example_sets) if scorer.n_stats else [None] * len(targets)
+    return [scorer(f[0], f[1:], st) for f, st in zip(feats, stats)]
 
 
 @contextlib.contextmanager
@@ -93,7 +101,7 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
     if cfg.weights == "scorer" and scorer is None:
         raise MassError("weights=scorer needs a meta-trained scorer (--checkpoint DIR), or use weights=uniform")
     t0 = time.perf_counter()
-    with use_lora(model, phi0):
+    with use_lora(model, phi0), merged_lora(model):
         syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, generator)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
     records = adapt_answer(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
@@ -131,16 +139,15 @@ def _adapt_answer_together(model, tokenizer, problems: list, example_sets: list[
     device = next(model.parameters()).device
     chat = uses_chat_template(tokenizer)
     t1 = time.perf_counter()
-    records, weights = [], []
-    for problem, examples in zip(problems, example_sets):
-        records.append({"n_parsed": len(examples), "adapted": bool(examples)})
-        if examples:
-            with torch.no_grad():
-                s = example_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None, problem.problem,
-                                    examples)
-            weights.append(s)
-            records[-1]["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
-                                        "weight": round(float(w), 5)} for e, w in zip(examples, s)]
+    records = [{"n_parsed": len(examples), "adapted": bool(examples)} for examples in example_sets]
+    having = [j for j, examples in enumerate(example_sets) if examples]
+    with torch.no_grad():
+        weights = group_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None,
+                                [problems[j].problem for j in having], [example_sets[j] for j in having])
+    for j, s in zip(having, weights):
+        records[j]["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
+                                   "weight": round(float(w), 5)} for e, w in zip(example_sets[j], s)]
+    t_scored = time.perf_counter()
     used = [e for examples in example_sets for e in examples]
     n = len(problems)
     phi = stack_params(phi0, n)  # no examples: phi0 for all
@@ -153,5 +160,6 @@ def _adapt_answer_together(model, tokenizer, problems: list, example_sets: list[
                                 answer_sampling, generator)
     t3 = time.perf_counter()
     for record, text in zip(records, generated):
-        record.update(generated=text, seconds_update=round((t2 - t1) / n, 4), seconds_answer=round((t3 - t2) / n, 4))
+        record.update(generated=text, seconds_score=round((t_scored - t1) / n, 4),
+                      seconds_update=round((t2 - t_scored) / n, 4), seconds_answer=round((t3 - t2) / n, 4))
     return records

@@ -52,13 +52,13 @@ def per_row_lora(model: torch.nn.Module, phi: Params, rows: torch.Tensor) -> Ite
     hooks = []
 
     def hook_for(layer, a_name: str, b_name: str, adapter: str):
-        scaling = layer.scaling[adapter]
+        # each row's A^T and scaled B^T, gathered once: a generation runs hundreds of forward passes
+        # with the same rows (scaled here, r columns, not on the (B, L, out) delta)
+        a_t = phi[a_name][rows].transpose(1, 2)  # (B, in, r)
+        b_t = (phi[b_name][rows] * layer.scaling[adapter]).transpose(1, 2)  # (B, r, out)
 
         def add_delta(module, args, output):
-            x = args[0]
-            a = phi[a_name][rows]  # (B, r, in)
-            b = phi[b_name][rows] * scaling  # (B, out, r); scaled here, r columns, not on the (B, L, out) delta
-            delta = torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2))
+            delta = torch.bmm(torch.bmm(args[0].to(a_t.dtype), a_t), b_t)
             return output + delta.to(output.dtype)
         return add_delta
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from mass import dist
 from mass.errors import MassError
 from mass.inner import Params, lora_params
 from mass.scorer import Scorer, load_scorer, save_scorer
@@ -197,23 +198,28 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
     With `resume` and a checkpoint in `out`, continues from it; otherwise seeds torch with `seed`
     (so the LoRA initialisation, and whatever the caller initialises next, depend on it alone),
     attaches a fresh LoRA and clears `out/metrics.jsonl`. The model is in eval mode: no dropout.
+    Under torchrun every rank loads the same checkpoint, once rank 0 (the only one that writes
+    into `out`) has finished a save a kill interrupted.
     """
     from peft import PeftModel
 
     from mass.models import attach_lora
 
-    if resume:
+    if resume and dist.is_main():
         discard_unfinished_write(out)
+    dist.barrier()  # no rank reads the checkpoint before it is whole
     if resume and (out / "generator").is_dir():
         model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
         state = load_train_state(out / "train_state.pt")
-        print(f"resuming from step {state['step']} in {out}")
-        drop_metrics_after(out / "metrics.jsonl", state["step"])
+        dist.print0(f"resuming from step {state['step']} in {out}")
+        if dist.is_main():
+            drop_metrics_after(out / "metrics.jsonl", state["step"])
     else:
         torch.manual_seed(seed)
         model = attach_lora(base, lora.rank, lora.alpha, lora.targets, init=lora.init)
         state = None
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        if dist.is_main():
+            (out / "metrics.jsonl").unlink(missing_ok=True)
     model.eval()
     live = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for p in live.values():

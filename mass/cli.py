@@ -43,6 +43,10 @@ COMMANDS = {
     "headroom": Command("mass.headroom", "HeadroomConfig",
                         "measure what test-time adaptation could do at best (memorisation, curriculum, ideal scorer)"),
     "synth": Command("mass.synth_report", "SynthConfig", "measure the model's synthesised examples (parse rate, correctness)"),
+    "bench metagrad": Command("mass.bench_metagrad", "MetaGradBenchConfig",
+                              "time and peak memory of one meta-step per meta-gradient mode"),
+    "bench adapt": Command("mass.bench_adapt", "AdaptBenchConfig",
+                           "seconds per problem of Base and each adapting method, with the breakdown"),
 }
 
 
@@ -70,7 +74,7 @@ def command_parser(name: str) -> argparse.ArgumentParser:
 
 def usage() -> str:
     lines = [__doc__.strip(), "", "commands:"]
-    lines += [f"  {name:<10} {c.summary}" for name, c in COMMANDS.items()]
+    lines += [f"  {name:<15} {c.summary}" for name, c in COMMANDS.items()]
     lines += ["", "`mass <command> --help` explains every setting of a command."]
     return "\n".join(lines)
 
@@ -108,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"mass {__version__}")
         return 0
-    if argv[0] not in COMMANDS:
-        print(f"error: unknown command '{argv[0]}'; use one of {', '.join(COMMANDS)} (see mass --help)", file=sys.stderr)
+    words = 2 if argv[0] == "bench" and len(argv) > 1 and not argv[1].startswith("-") else 1
+    name = " ".join(argv[:words])  # `mass bench metagrad`: a command of two words
+    if name not in COMMANDS:
+        print(f"error: unknown command '{name}'; use one of {', '.join(COMMANDS)} (see mass --help)", file=sys.stderr)
         return 2
-    name = argv[0]
-    args = command_parser(name).parse_intermixed_args(argv[1:])
+    args = command_parser(name).parse_intermixed_args(argv[words:])
     command = COMMANDS[name]
     overrides = list(args.overrides)
     overrides += [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("set_") and v is not None]

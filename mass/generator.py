@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from mass.models import SamplingConfig, generate, uses_chat_template
+from mass.models import Generators, SamplingConfig, generate, uses_chat_template
 from mass.prompts import SynthExample, parse_synthesised, synth_prompt
 
 
@@ -27,8 +25,9 @@ class Synthesis:
 
 
 def synthesise(model, tokenizer, targets: list[str], m: int, sampling: SamplingConfig,
-               generator: torch.Generator | None = None) -> list[Synthesis]:
-    """m synthesised (p_i, a_i) per target problem, parsed; one batched sampling call for all."""
+               generator: Generators = None) -> list[Synthesis]:
+    """m synthesised (p_i, a_i) per target problem, parsed; one batched sampling call for all.
+    `generator`: one for all samples, or a list of m per target, target-major (`models.generate`)."""
     chat = uses_chat_template(tokenizer)
     prompts = [synth_prompt(t, chat) for t in targets for _ in range(m)]
     completions = generate(model, tokenizer, prompts, sampling, generator)

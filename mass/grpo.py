@@ -9,6 +9,7 @@ answers directly, with no adaptation (`mass eval --method solver-grpo --checkpoi
 
     mass grpo out=runs/solver-grpo                 # 100 steps, as MASS
     mass grpo out=runs/solver-grpo --resume        # continue exactly where it stopped
+    torchrun --nproc_per_node 4 -m mass grpo out=runs/solver-grpo   # data-parallel, the same steps
 
 The checkpoint is a MASS checkpoint without a scorer: DIR/generator/ (PEFT adapter), mass.json,
 metrics.jsonl (per step: reward, loss; held-out greedy accuracy every `eval_every` steps).
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mass import dist
 from mass.budget import DEFAULT_BUDGET
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
@@ -31,8 +33,8 @@ from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
 from mass.tasks import Task, load_task
-from mass.training import (run_steps, solve_sampling_default, split_training_problems, tensorboard_writer,
-                           training_device)
+from mass.training import (StepBatch, require_shardable, run_steps, solve_sampling_default, split_training_problems,
+                           tensorboard_writer, training_device)
 
 
 @dataclass
@@ -65,6 +67,8 @@ class SolverGRPOConfig:
 
 
 def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
+    require_shardable(cfg.batch_size)
+    dist.init("gloo" if cfg.device == "cpu" else None)  # joins the process group under torchrun
     out = Path(cfg.out)
     task = load_task(cfg.data)
     train, heldout = split_training_problems(task, cfg.limit, cfg.heldout, cfg.batch_size)
@@ -75,44 +79,43 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     opt = torch.optim.Adam(live.values(), lr=cfg.lr)
     if state is not None:
         opt.load_state_dict(state["opt"])
-    writer = tensorboard_writer(out) if cfg.tensorboard else None
+    writer = tensorboard_writer(out) if cfg.tensorboard and dist.is_main() else None
     info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "kind": "solver-grpo",
             "config": config_to_dict(cfg)}
 
-    out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():  # rank 0 alone writes into out
+        out.mkdir(parents=True, exist_ok=True)
     run_steps(cfg, out, start, train, device, "solver grpo",
-              step=lambda targets, gen: grpo_step(model, tok, task, live, targets, cfg, gen, device),
+              step=lambda batch: grpo_step(model, tok, task, live, batch, cfg, device),
               params=live.values(), optimizers=[opt],
               evaluate=lambda: heldout_accuracy(model, tok, task, heldout, cfg),
               save=lambda step: save_meta_checkpoint(out, model, None, info, {"step": step, "opt": opt.state_dict()}),
               writer=writer, postfix=("reward_mean",))
-    print(f"saved Solver GRPO checkpoint to {out}")
+    dist.print0(f"saved Solver GRPO checkpoint to {out}")
     return out
 
 
-def grpo_step(model, tok, task: Task, live: dict, targets: list, cfg: SolverGRPOConfig, gen: torch.Generator,
-              device) -> dict:
-    """Sample k solutions per target, reward them (the task's reward), accumulate the GRPO gradient
-    (mean over targets)."""
+def grpo_step(model, tok, task: Task, live: dict, batch: StepBatch, cfg: SolverGRPOConfig, device) -> list[dict]:
+    """Sample k solutions per target of this rank's share, each from its own generator (StepBatch),
+    reward them (the task's reward), accumulate the GRPO gradient (mean over the global batch);
+    one metrics row per target."""
+    targets = batch.problems
     prompts = [task.render_prompt(t, uses_chat_template(tok)) for t in targets for _ in range(cfg.k)]
     with torch.no_grad():
-        solutions = generate(model, tok, prompts, cfg.solve_sampling, gen)
-    rewards, losses, clip, nonfinite = [], [], [], []
+        solutions = generate(model, tok, prompts, cfg.solve_sampling, batch.generators("solve", cfg.k))
+    rows = []
     for j, target in enumerate(targets):
         mine = solutions[j * cfg.k : (j + 1) * cfg.k]
         r = torch.tensor(task.reward(target, mine))
-        batch = make_sft_batch(tok, prompts[j * cfg.k : (j + 1) * cfg.k], mine, device)
-        logp = token_logprobs(model, live, batch.input_ids, batch.attention_mask)
-        loss, diag = grpo_loss(logp, logp.detach(), batch.target_mask, group_advantages(r), cfg.clip)
-        nonfinite.append(float(not all_finite(loss)))
-        if not nonfinite[-1]:  # a NaN/Inf loss contributes nothing (mass/guard.py)
-            (loss / len(targets)).backward()
-        rewards.append(float(r.mean()))
-        losses.append(float(loss.detach()))
-        clip.append(diag["clip_frac"])
-    n = len(targets)
-    return {"reward_mean": round(sum(rewards) / n, 6), "loss": round(sum(losses) / n, 6),
-            "clip_frac": round(sum(clip) / n, 6), "nonfinite": round(sum(nonfinite) / n, 6)}
+        sols = make_sft_batch(tok, prompts[j * cfg.k : (j + 1) * cfg.k], mine, device)
+        logp = token_logprobs(model, live, sols.input_ids, sols.attention_mask)
+        loss, diag = grpo_loss(logp, logp.detach(), sols.target_mask, group_advantages(r), cfg.clip)
+        finite = all_finite(loss)
+        if finite:  # a NaN/Inf loss contributes nothing (mass/guard.py)
+            (loss / batch.total).backward()
+        rows.append({"reward_mean": float(r.mean()), "loss": float(loss.detach()), "clip_frac": diag["clip_frac"],
+                     "nonfinite": float(not finite)})
+    return rows
 
 
 @torch.no_grad()

@@ -142,5 +142,3 @@ def meta_grad_unrolled(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s:
     (ds,) = torch.autograd.grad(value, s)
     return MetaGrad(ds=ds.detach(), outer_loss=float(value.detach()), phi_K={n: p.detach() for n, p in phi_K.items()})
 
-
-META_GRADS = {"hybrid": meta_grad_hybrid, "unrolled": meta_grad_unrolled}

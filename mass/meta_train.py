@@ -23,6 +23,11 @@ are logged. Metrics go to DIR/metrics.jsonl (and TensorBoard with tensorboard=tr
     mass meta-train outer=verifier out=runs/mass            # MASS, the paper's defaults
     mass meta-train outer=gold out=runs/mass-gold           # MASS_gold
     mass meta-train out=runs/mass --resume                  # continue exactly where it stopped
+    torchrun --nproc_per_node 4 -m mass meta-train out=runs/mass   # data-parallel: the same steps, 4 processes
+
+Under torchrun each process meta-trains on its share of every step's problems (its own
+synthesis and inner loops) and the scorer's and generator's gradients are summed over the
+processes: the same global batch gives the same result as one process (mass/training.py).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Literal
 
 import torch
 
+from mass import dist
 from mass.adaptation import AdaptConfig, example_batch, example_weights, use_lora
 from mass.budget import DEFAULT_BUDGET
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
@@ -40,16 +46,17 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.generator import synthesise
 from mass.guard import all_finite
-from mass.inner import META_GRADS, SFTBatch, adapt, example_losses, lora_params, token_logprobs
+from mass.inner import SFTBatch, adapt, example_losses, lora_params, token_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
 from mass.prompts import synth_prompt
+from mass.recompute import META_GRADS
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
 from mass.tasks import Task, load_task
-from mass.training import (run_steps, solve_sampling_default, split_training_problems, tensorboard_writer,
-                           training_device)
+from mass.training import (StepBatch, require_shardable, run_steps, solve_sampling_default, split_training_problems,
+                           tensorboard_writer, training_device)
 
 
 def _train_adapt() -> AdaptConfig:
@@ -69,7 +76,9 @@ class MetaTrainConfig:
     steps: int = setting(DEFAULT_BUDGET.steps, "meta-training steps (the paper: 100; mass/budget.py)")
     batch_size: int = setting(DEFAULT_BUDGET.batch_size, "problems T per meta-step")
     k: int = setting(4, "solutions sampled from phi_K per T for the verifier outer loss")
-    meta_grad: Literal["hybrid", "unrolled"] = setting("hybrid", "meta-gradient: hybrid (forward-over-reverse) or unrolled")
+    meta_grad: Literal["hybrid", "unrolled", "hybrid-recompute"] = setting(
+        "hybrid", "meta-gradient: hybrid (forward-over-reverse), unrolled (reverse-over-reverse) or hybrid-recompute "
+                  "(hybrid holding one decoder block's activations at a time; `mass bench metagrad`)")
     adapt: AdaptConfig = nested(_train_adapt, "inner loop (paper: m=12, K=2 in meta-training)")
     lora: LoraSettings = nested(LoraSettings, "the generator's LoRA adapter (phi)")
     scorer_lr: float = setting(3e-2, "scorer learning rate (Adam)")
@@ -98,6 +107,8 @@ class MetaTrainConfig:
 
 
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
+    require_shardable(cfg.batch_size)
+    dist.init("gloo" if cfg.device == "cpu" else None)  # joins the process group under torchrun
     out = Path(cfg.out)
     task = load_task(cfg.data)
     train, heldout = split_training_problems(task, cfg.limit, cfg.heldout, cfg.batch_size)
@@ -120,11 +131,12 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         opt_scorer.load_state_dict(state["opt_scorer"])
         if opt_gen is not None and state.get("opt_gen"):
             opt_gen.load_state_dict(state["opt_gen"])
-    writer = tensorboard_writer(out) if cfg.tensorboard else None
+    writer = tensorboard_writer(out) if cfg.tensorboard and dist.is_main() else None
     info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "outer": cfg.outer,
             "config": config_to_dict(cfg)}
 
-    out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():  # rank 0 alone writes into out
+        out.mkdir(parents=True, exist_ok=True)
     optimizers = [opt_scorer] + ([opt_gen] if opt_gen is not None else [])
 
     def save(step: int) -> None:
@@ -133,30 +145,34 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
             "opt_gen": opt_gen.state_dict() if opt_gen is not None else None})
 
     run_steps(cfg, out, start, train, device, f"meta-train ({cfg.outer})",
-              step=lambda targets, gen: meta_step(model, tok, task, scorer, live, targets, cfg, gen, device),
+              step=lambda batch: meta_step(model, tok, task, scorer, live, batch, cfg, device),
               params=[*scorer.parameters(), *live.values()], optimizers=optimizers,
               evaluate=lambda: evaluate_heldout(model, tok, task, scorer, heldout, cfg, device), save=save,
               writer=writer, postfix=("outer_after", "parse_rate"))
-    print(f"saved MASS checkpoint to {out}")
+    dist.print0(f"saved MASS checkpoint to {out}")
     return out
 
 
-def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list, cfg: MetaTrainConfig,
-              gen: torch.Generator, device) -> dict:
-    """One meta-step over `targets`: accumulates the scorer's and the generator's gradients."""
+def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, batch: StepBatch, cfg: MetaTrainConfig,
+              device) -> list[dict]:
+    """One meta-step over this rank's share of the step's problems: accumulates the scorer's and
+    the generator's gradients (each problem's divided by the global batch size) and returns one
+    metrics row per problem. Every sampled sequence draws from its own generator (StepBatch)."""
     phi0 = {n: p.detach().clone() for n, p in live.items()}
-    syntheses = synthesise(model, tok, [t.problem for t in targets], cfg.adapt.m, cfg.adapt.synth, gen)
-    rows, n = [], len(targets)
-    for target, syn in zip(targets, syntheses):
+    targets, n = batch.problems, batch.total
+    syntheses = synthesise(model, tok, [t.problem for t in targets], cfg.adapt.m, cfg.adapt.synth,
+                           batch.generators("synthesis", cfg.adapt.m))
+    rows = []
+    for index, target, syn in zip(batch.indices, targets, syntheses):
         if len(syn.examples) < 2:
             rows.append({"skipped": 1.0, "parse_rate": len(syn.examples) / cfg.adapt.m})
             continue
-        batch = example_batch(tok, syn.examples, device)
+        examples = example_batch(tok, syn.examples, device)
         s = example_weights(model, tok, scorer, target.problem, syn.examples)  # (m,), graph to eta
         gold = gold_batch(tok, task, target, device)  # tokenised once: outer loss, L_solve and the CE metrics
-        outer, solve_loss, extra = outer_objective(model, tok, task, target, gold, phi0, batch, s, live, cfg, gen,
-                                                   device)
-        mg = META_GRADS[cfg.meta_grad](model, phi0, batch, s, cfg.adapt.lr, cfg.adapt.steps, outer)
+        outer, solve_loss, extra = outer_objective(model, tok, task, target, gold, phi0, examples, s, live, cfg,
+                                                   batch.generators("verifier", cfg.k, [index]), device)
+        mg = META_GRADS[cfg.meta_grad](model, phi0, examples, s, cfg.adapt.lr, cfg.adapt.steps, outer)
 
         # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
         reward = -mg.ds.float()
@@ -193,13 +209,14 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, targets: list,
             "s_entropy": float(-(s * s.clamp(min=1e-12).log()).sum().detach()) if cfg.scorer_normalise == "softmax" else float("nan"),
             "gen_loss": float(gen_loss.detach()), "solve_loss": float(solve_loss.detach()), "clip_frac": gen_diag["clip_frac"], **extra,
         })
-    return _mean_rows(rows)
+    return rows
 
 
 def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0, batch, s, live,
-                    cfg: MetaTrainConfig, gen, device):
+                    cfg: MetaTrainConfig, gens: list[torch.Generator], device):
     """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T; `gold` is
-    T's gold solution as an SFT batch (`gold_batch`)."""
+    T's gold solution as an SFT batch (`gold_batch`); `gens`: one generator for each of the
+    verifier's k solutions (unused under outer=gold)."""
     prompt = task.render_prompt(target, uses_chat_template(tok))
     if cfg.outer == "gold":
         solve_loss = example_losses(model, live, gold).mean()
@@ -208,7 +225,7 @@ def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0,
     # The meta-gradient call recomputes these K steps; they are cheap next to the sampling.
     phi_K = adapt(model, phi0, batch, s.detach(), cfg.adapt.lr, cfg.adapt.steps)[-1]
     with use_lora(model, phi_K):
-        solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, gen)
+        solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, gens)
     rewards = torch.tensor(task.reward(target, solutions))
     adv = group_advantages(rewards)
     sols = make_sft_batch(tok, [prompt] * cfg.k, solutions, device)
@@ -281,13 +298,3 @@ def graded_examples(target, examples) -> list[bool] | None:
     if solve_text(target.problem) is None:
         return None
     return [bool(grade_synthesised(target.problem, e.problem, e.answer)["correct"]) for e in examples]
-
-
-def _mean_rows(rows: list[dict]) -> dict:
-    keys = {k for r in rows for k in r}
-    out = {}
-    for k in sorted(keys):
-        values = [r[k] for r in rows if k in r and r[k] == r[k]]  # skip NaN
-        if values:
-            out[k] = round(sum(values) / len(values), 6)
-    return out

@@ -114,19 +114,38 @@ def example_stats(model, tokenizer, target: str, examples: list[SynthExample]) -
     (the generator's view); answer_*: token NLL of a_i after the solving prompt for p_i (the
     solver's view); log_tokens: log of the answer's token count.
     """
-    device = next(model.parameters()).device
+    return group_stats(model, tokenizer, [target], [examples])[0]
+
+
+@torch.no_grad()
+def group_stats(model, tokenizer, targets: list[str], example_sets: list[list[SynthExample]],
+                chunk: int = 64) -> list[torch.Tensor]:
+    """`example_stats` of many targets' examples at once (rows of all groups share forward passes)."""
     chat = uses_chat_template(tokenizer)
-    rows = []
-    for prompts, completions in (
-        ([synth_prompt(target, chat)] * len(examples), [synth_completion(e.problem, e.solution, chat) for e in examples]),
-        ([solve_prompt(e.problem, chat) for e in examples], [f" {e.solution}" for e in examples]),
-    ):
-        batch = make_sft_batch(tokenizer, prompts, completions, device)
-        nll = -token_logprobs(model, {}, batch.input_ids, batch.attention_mask).float()  # (m, L-1)
+    pairs = [(t, e) for t, examples in zip(targets, example_sets) for e in examples]
+    synth = _completion_nll(model, tokenizer, [synth_prompt(t, chat) for t, _ in pairs],
+                            [synth_completion(e.problem, e.solution, chat) for _, e in pairs], chunk)
+    answer = _completion_nll(model, tokenizer, [solve_prompt(e.problem, chat) for _, e in pairs],
+                             [f" {e.solution}" for _, e in pairs], chunk)
+    stats = torch.cat([synth[:, :2], answer[:, :2], answer[:, 2:].log()], dim=-1)  # (rows, len(STATS))
+    return list(stats.split([len(examples) for examples in example_sets]))
+
+
+def _completion_nll(model, tokenizer, prompts: list, completions: list[str], chunk: int) -> torch.Tensor:
+    """(mean token NLL, largest token NLL, token count) of each completion after its prompt.  -> (n, 3)
+
+    Rows go through the model `chunk` at a time in order of length, so that little is padded."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
+    out = torch.zeros(len(prompts), 3, device=device)
+    for start in range(0, len(order), chunk):
+        idx = order[start : start + chunk]
+        batch = make_sft_batch(tokenizer, [prompts[i] for i in idx], [completions[i] for i in idx], device)
+        nll = -token_logprobs(model, {}, batch.input_ids, batch.attention_mask).float()  # (B, L-1)
         mask = batch.target_mask.float()
-        rows += [(nll * mask).sum(-1) / mask.sum(-1).clamp(min=1), (nll * mask).max(-1).values]
-    rows.append(mask.sum(-1).clamp(min=1).log())
-    return torch.stack(rows, dim=-1)
+        count = mask.sum(-1).clamp(min=1)
+        out[idx] = torch.stack([(nll * mask).sum(-1) / count, (nll * mask).max(-1).values, count], dim=-1)
+    return out
 
 
 def save_scorer(scorer: Scorer, directory: Path) -> None:

@@ -90,6 +90,7 @@ def format_result(r: dict) -> str:
     if not r["adapted"]:
         lines.append("  (no usable example: answered without adaptation)")
     lines += [f"Solution:{r['generated']}", f"Answer: {r['answer']}",
-              f"Time: generate {r['seconds_generate']:.2f}s, update {r['seconds_update']:.2f}s, "
+              f"Time: generate {r['seconds_generate']:.2f}s, score {r['seconds_score']:.2f}s, "
+              f"update {r['seconds_update']:.2f}s, "
               f"answer {r['seconds_answer']:.2f}s", ""]
     return "\n".join(lines)

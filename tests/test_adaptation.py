@@ -38,3 +38,24 @@ def test_use_lora_runs_with_other_values_and_restores_the_adapter_bit_for_bit(ti
         after = model(input_ids=ids).logits
     assert not torch.allclose(plain, moved)
     assert all(torch.equal(params[n], before[n]) for n in params) and torch.equal(plain, after)
+
+
+def test_weights_of_many_targets_together_equal_each_target_alone(tiny_tokenizer):
+    from mass.adaptation import group_weights
+    from mass.scorer import STATS, Scorer
+
+    model = attach_lora(tiny_llama(tiny_tokenizer), rank=2)
+    scorer = Scorer(model.config.hidden_size, width=8, normalise="sigmoid", n_stats=len(STATS))
+    torch.manual_seed(0)
+    with torch.no_grad():  # a scorer that is not uniform, so that the features matter
+        for p in scorer.parameters():
+            p.normal_(0, 0.5)
+    targets = ["What is $3+4$?", "Solve $2x = 10$ for $x$, please, showing every step."]
+    sets = [EXAMPLES, [EXAMPLES[1], EXAMPLES[0], EXAMPLES[1]]]
+    with torch.no_grad():
+        together = group_weights(model, tiny_tokenizer, scorer, targets, sets)
+        alone = [example_weights(model, tiny_tokenizer, scorer, t, e) for t, e in zip(targets, sets)]
+    assert [w.shape for w in together] == [(2,), (3,)]
+    assert not torch.allclose(together[1], torch.full((3,), 1 / 3))  # the scorer does weigh them
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

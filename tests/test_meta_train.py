@@ -61,7 +61,8 @@ def test_eval_with_adaptation_records_the_details(gold_checkpoint, tmp_path, met
     assert main(args) == 0
     result = json.loads(out.read_text())
     for record in result["records"]:
-        for key in ("n_parsed", "n_dropped", "adapted", "seconds_generate", "seconds_update", "seconds_answer"):
+        for key in ("n_parsed", "n_dropped", "adapted", "seconds_generate", "seconds_score", "seconds_update",
+                    "seconds_answer"):
             assert key in record
     adapted = [r for r in result["records"] if r["adapted"]]
     assert adapted, "no problem was adapted: the embedded model should parse its own samples"

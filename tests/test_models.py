@@ -113,3 +113,25 @@ def test_overlong_problems_are_cut_to_the_context_with_one_warning(capsys):
     assert out[1].problem.startswith("What is $2+3$?")
     err = capsys.readouterr().err
     assert err.count("warning: 1 problem(s) longer than") == 1 and "Token indices" not in err
+
+
+def test_merged_lora_generates_what_the_adapter_does_and_restores_the_weights(tiny_model_dir):
+    from mass.models import merged_lora
+
+    model, tok = load_model(str(tiny_model_dir))
+    peft_model = attach_lora(model, rank=4, seed=0)
+    with torch.no_grad():  # B != 0: the adapter really changes the model
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    prompts = ["Problem: 1+1?\nSolution:", "Problem: what is 7 times 8?\nSolution:"]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=24)
+    plain = generate(peft_model, tok, prompts, greedy)
+    with peft_model.disable_adapter():
+        without = generate(peft_model, tok, prompts, greedy)
+    with merged_lora(peft_model):
+        merged = generate(peft_model, tok, prompts, greedy)
+    assert merged == plain and plain != without  # the LoRA matters, and merging keeps it
+    for n, p in peft_model.named_parameters():
+        assert torch.equal(p, before[n]), n

@@ -1,0 +1,146 @@
+"""Block-level recomputation: the inner loss, its LoRA gradient and the per-example losses of a
+decoder-only model, holding the activations of one decoder block at a time.
+
+`torch.utils.checkpoint` refuses to run inside `torch.func` transforms (its saved-tensor hooks
+are not allowed there), so the recomputation is written out by hand:
+
+    forward:   h_0 = embed(x);  h_{b+1} = block_b(h_b; phi_b)      keep only h_0 .. h_B
+    head:      L_in = sum_i s_i l_i(norm(h_B) @ W_out)             vjp -> g_B = dL_in/dh_B
+    backward:  for b = B-1 .. 0: recompute block_b(h_b; phi_b) under `torch.func.vjp`,
+               (g_b, dL_in/dphi_b) = vjp(g_{b+1}), and drop the block's activations
+
+`loss_grad_blockwise` is an ordinary function of phi made of `torch.func` calls, so forward mode
+composes with it: `jvp(loss_grad_blockwise, phi_k, lambda)` gives the Hessian-vector product
+H_k lambda and c_k = <grad l_i, lambda> while holding one block's primal and tangent activations
+plus the B+1 block inputs, where `jvp(grad(...))` (mass/inner.py, `hybrid`) holds every block's.
+`meta_grad_hybrid_recompute` is the adjoint recurrence of `meta_grad_hybrid` on top of it
+(docs/method.md, "Meta-gradients"; `mass bench metagrad` measures the three modes).
+
+Supported: Hugging Face decoder-only models laid out as Llama is (`model.embed_tokens`,
+`model.layers`, `model.norm`, `model.rotary_emb`, `lm_head`: Llama, Mistral, Qwen2, SmolLM2, the
+embedded model), with LoRA on the decoder layers only; anything else is a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad_and_value, jvp, vjp
+
+from mass.errors import MassError
+from mass.inner import (MetaGrad, Params, SFTBatch, adapt, answer_ce, example_losses, meta_grad_hybrid,
+                        meta_grad_unrolled)
+
+
+@dataclass
+class Decoder:
+    """The pieces of a decoder-only causal LM that the blockwise pass runs one by one."""
+    embed: torch.nn.Module
+    layers: list[torch.nn.Module]
+    layer_prefixes: list[str]  # each layer's parameter-name prefix in the (PEFT) model, with the dot
+    norm: torch.nn.Module
+    head: torch.nn.Module
+    rotary: torch.nn.Module
+    config: object
+
+
+def decoder_of(model: torch.nn.Module) -> Decoder:
+    """The model's embedding, decoder layers, final norm, LM head and rotary embedding."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(lm, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or not all(hasattr(inner, a) for a in needed) or not hasattr(lm, "lm_head"):
+        raise MassError(f"meta_grad=hybrid-recompute needs a Llama-style decoder (model.embed_tokens, model.layers, "
+                        f"model.norm, model.rotary_emb, lm_head); {type(lm).__name__} is not one: use hybrid")
+    names = {id(module): name for name, module in model.named_modules()}
+    layers = list(inner.layers)[: lm.config.num_hidden_layers]
+    return Decoder(inner.embed_tokens, layers, [names[id(layer)] + "." for layer in layers], inner.norm,
+                   lm.lm_head, inner.rotary_emb, lm.config)
+
+
+def split_by_layer(decoder: Decoder, phi: Params) -> list[Params]:
+    """phi as one dict per decoder layer, keyed by names inside that layer."""
+    parts: list[Params] = [{} for _ in decoder.layers]
+    for name, value in phi.items():
+        for b, prefix in enumerate(decoder.layer_prefixes):
+            if name.startswith(prefix):
+                parts[b][name[len(prefix):]] = value
+                break
+        else:
+            raise MassError(f"meta_grad=hybrid-recompute recomputes decoder layers only, and the LoRA parameter "
+                            f"{name} is outside them: use hybrid, or LoRA targets inside the layers")
+    return parts
+
+
+def _causal_mask(decoder: Decoder, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor):
+    """The additive attention mask the model itself builds for these inputs (no cache)."""
+    from transformers.masking_utils import create_causal_mask
+
+    return create_causal_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
+                              past_key_values=None, position_ids=position_ids)
+
+
+def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch,
+                        s: torch.Tensor) -> tuple[Params, torch.Tensor]:
+    """(grad_phi L_in, l) with L_in = sum_i s_i l_i, recomputing one decoder block at a time.
+
+    Equal to `grad(inner_loss)` and `example_losses` of mass/inner.py up to float rounding
+    (tests/test_recompute.py); the position ids are 0..L-1, as the model's own forward uses for
+    right-padded rows."""
+    decoder = decoder_of(model)
+    per_layer = split_by_layer(decoder, phi)
+    embeds = decoder.embed(batch.input_ids)
+    position_ids = torch.arange(batch.input_ids.shape[1], device=embeds.device)[None]
+    mask = _causal_mask(decoder, embeds, batch.attention_mask, position_ids)
+    position_embeddings = decoder.rotary(embeds, position_ids=position_ids)
+
+    def block(b: int, h: torch.Tensor, params: Params) -> torch.Tensor:
+        out = functional_call(decoder.layers[b], params, args=(h,), strict=False,
+                              kwargs={"attention_mask": mask, "position_ids": position_ids,
+                                      "position_embeddings": position_embeddings})
+        return out[0] if isinstance(out, tuple) else out
+
+    def head(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = answer_ce(decoder.head(decoder.norm(h)), batch)
+        return (s.to(losses.dtype) * losses).sum(), losses
+
+    inputs = [embeds]  # h_0 .. h_{B-1}: the only activations kept between blocks
+    for b in range(len(decoder.layers)):
+        inputs.append(block(b, inputs[-1], per_layer[b]))
+    _, head_vjp, losses = vjp(head, inputs.pop(), has_aux=True)
+    (g,) = head_vjp(torch.ones((), dtype=losses.dtype, device=losses.device))
+    grads: Params = {}
+    for b in reversed(range(len(decoder.layers))):
+        _, block_vjp = vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(), per_layer[b])
+        g, layer_grads = block_vjp(g)
+        grads.update({decoder.layer_prefixes[b] + n: t for n, t in layer_grads.items()})
+    return {n: grads[n] for n in phi}, losses
+
+
+def meta_grad_hybrid_recompute(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
+                               steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
+    """dL_outer(phi_K)/ds by the adjoint recurrence of `inner.meta_grad_hybrid`, with the
+    forward-over-reverse products computed block by block (module docstring). The K inner steps
+    and lambda_K = grad L_outer(phi_K) are plain gradients: they hold what one SFT step holds,
+    and recomputing them would only cost time."""
+    s = s.detach()
+    trajectory = adapt(model, phi0, batch, s, alpha, steps)
+    lam, value = grad_and_value(outer_loss)(trajectory[-1])
+    lam = {n: t.detach() for n, t in lam.items()}
+    ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
+    for k in reversed(range(steps)):
+        if k > 0:  # one fused jvp: (grad L_in, l) pushed forward along lambda -> (H_k lambda, c_k)
+            _, (h_lam, c) = jvp(lambda phi: loss_grad_blockwise(model, phi, batch, s), (trajectory[k],), (lam,))
+            lam = {n: (lam[n] - alpha * h_lam[n]).detach() for n in lam}
+        else:  # lambda_0 is never used: a forward-mode pass keeps no activations at all
+            _, c = jvp(lambda phi: example_losses(model, phi, batch), (trajectory[k],), (lam,))
+        ds = ds - alpha * c.detach()
+    return MetaGrad(ds=ds, outer_loss=float(value), phi_K=trajectory[-1])
+
+
+# every meta-gradient, by the name `mass meta-train meta_grad=...` and `mass bench metagrad` use
+META_GRADS = {"hybrid": meta_grad_hybrid, "unrolled": meta_grad_unrolled,
+              "hybrid-recompute": meta_grad_hybrid_recompute}

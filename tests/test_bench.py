@@ -1,0 +1,46 @@
+"""`mass bench metagrad` and `mass bench adapt` run and write what they say (figures are not asserted:
+benchmarks print numbers, tests check behaviour)."""
+
+import json
+
+import pytest
+
+from mass.cli import main
+
+
+@pytest.mark.slow
+def test_bench_metagrad_measures_every_mode_and_they_agree(tmp_path, tiny_model_dir):
+    config = tiny_model_dir / "config.json"
+    assert main(["bench", "metagrad", f"model=random:{config}", "layers=2", "m=2", "tokens=16", "repeats=1",
+                 "warmup=0", f"out={tmp_path}", "name=tiny"]) == 0
+    result = json.loads((tmp_path / "metagrad-tiny.json").read_text())
+    rows = {r["mode"]: r for r in result["rows"]}
+    assert list(rows) == ["sft", "unrolled", "hybrid", "hybrid-recompute"]
+    for mode in ("hybrid", "hybrid-recompute"):  # the same meta-gradient as unrolled, in float32
+        assert rows[mode]["ds_reference"] == "unrolled" and rows[mode]["ds_rel_diff"] < 1e-4
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["peak_gb"] >= 0 and row["memory_vs_sft"] >= 0
+    assert result["model_info"]["layers"] == 2
+    assert "| hybrid-recompute |" in (tmp_path / "metagrad-tiny.md").read_text()
+
+
+def test_bench_metagrad_rejects_bad_settings_before_any_work(capsys):
+    assert main(["bench", "metagrad", "modes=[hybrid,sideways]"]) == 2
+    assert "sideways" in capsys.readouterr().err
+    assert main(["bench", "metagrad", "model=random:no-such-preset"]) == 2
+    assert "use one of" in capsys.readouterr().err
+    assert main(["bench", "metagrad", "layers=3"]) == 2  # layers= only for random weights
+    assert main(["bench", "nothing"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_adapt_breaks_down_each_methods_seconds(tmp_path, tiny_model_dir):
+    assert main(["bench", "adapt", f"model={tiny_model_dir}", "methods=[base,ttss]", "limit=2",
+                 f"out={tmp_path}", "name=tiny"]) == 0
+    result = json.loads((tmp_path / "adapt-tiny.json").read_text())
+    base, ttss = result["rows"]
+    assert (base["method"], ttss["method"], base["n"]) == ("base", "ttss", 2)
+    assert base["generate"] == 0 and base["answer"] == base["seconds"]
+    assert ttss["generate"] > 0 and ttss["update"] > 0 and ttss["answer"] > 0
+    assert ttss["generate"] + ttss["score"] + ttss["update"] + ttss["answer"] <= ttss["seconds"] * 1.05
+    assert result["floor_seconds"] == pytest.approx((result["m"] + 1) * base["seconds"], rel=1e-3)

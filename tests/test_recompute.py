@@ -1,0 +1,88 @@
+"""Block-level recomputation (mass/recompute.py) gives what the whole-model functions give, in float64.
+
+The loss gradient and per-example losses equal `grad(inner_loss)` / `example_losses`, and the
+`hybrid-recompute` meta-gradient equals `unrolled` and `hybrid` at K = 1 and 2, on a tiny Llama
+with multi-head and with grouped-query attention (SmolLM2's kind).
+"""
+
+import pytest
+import torch
+from torch.func import grad
+
+import mass.models  # noqa: F401  (registers the mass_math attention)
+from mass.errors import MassError
+from mass.inner import example_losses, inner_loss, lora_params, meta_grad_hybrid, meta_grad_unrolled
+from mass.models import attach_lora, make_sft_batch
+from mass.recompute import META_GRADS, loss_grad_blockwise, meta_grad_hybrid_recompute, split_by_layer, decoder_of
+
+from conftest import keep_float64
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def _model(tokenizer, kv_heads: int, targets=None):
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(3)
+    base = LlamaForCausalLM(config).eval()
+    base.set_attn_implementation("mass_math")
+    model = keep_float64(attach_lora(base, rank=2, target_modules=targets)).eval()
+    with torch.no_grad():  # a non-zero B so that every LoRA matrix gets a gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module", params=[4, 2], ids=["multi-head", "grouped-query"])
+def setup(request, tiny_tokenizer):
+    model = _model(tiny_tokenizer, request.param)
+    # right-padded rows of different lengths: padding must not change anything
+    batch = make_sft_batch(tiny_tokenizer, ["Problem: 1+1?\nSolution:", "Problem: 2x=4\nSolution:",
+                                            "Problem: hi\nSolution:"],
+                           [" $1+1=2$. \\boxed{2}", " $x=2$", " a longer answer here \\boxed{7}"])
+    target = make_sft_batch(tiny_tokenizer, ["Problem: 3+4?\nSolution:"], [" $3+4=7$. The answer is \\boxed{7}."])
+    return model, lora_params(model), batch, lambda phi: example_losses(model, phi, target).mean()
+
+
+def test_blockwise_gradient_and_losses_equal_the_whole_model_ones(setup):
+    model, phi0, batch, _ = setup
+    s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    grads, losses = loss_grad_blockwise(model, phi0, batch, s)
+    reference = grad(lambda phi: inner_loss(model, phi, batch, s))(phi0)
+    assert set(grads) == set(phi0)
+    for n in phi0:
+        assert grads[n].abs().max() > 0, n  # every LoRA matrix gets a real gradient
+        torch.testing.assert_close(grads[n], reference[n], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses, example_losses(model, phi0, batch), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_hybrid_recompute_equals_unrolled_and_hybrid(setup, K):
+    model, phi0, batch, outer = setup
+    s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    recompute = meta_grad_hybrid_recompute(model, phi0, batch, s, 0.1, K, outer)
+    unrolled = meta_grad_unrolled(model, phi0, batch, s, 0.1, K, outer)
+    hybrid = meta_grad_hybrid(model, phi0, batch, s, 0.1, K, outer)
+    assert recompute.ds.abs().max() > 1e-6  # a real signal, not zeros on both sides
+    for other in (unrolled, hybrid):
+        assert ((recompute.ds - other.ds).norm() / other.ds.norm()) < 1e-8
+        assert recompute.outer_loss == pytest.approx(other.outer_loss, rel=1e-12)
+        for n in phi0:
+            torch.testing.assert_close(recompute.phi_K[n], other.phi_K[n], rtol=1e-10, atol=1e-12)
+
+
+def test_every_meta_gradient_mode_is_selectable_by_name():
+    assert set(META_GRADS) == {"hybrid", "unrolled", "hybrid-recompute"}
+
+
+def test_lora_outside_the_decoder_layers_is_a_clear_error(tiny_tokenizer):
+    model = _model(tiny_tokenizer, 4, targets=["q_proj", "lm_head"])
+    with pytest.raises(MassError, match="outside them"):
+        split_by_layer(decoder_of(model), lora_params(model))
+
+
+def test_a_model_that_is_not_llama_shaped_is_a_clear_error():
+    with pytest.raises(MassError, match="Llama-style decoder"):
+        decoder_of(torch.nn.Linear(2, 2))
