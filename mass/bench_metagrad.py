@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import time
@@ -38,9 +39,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.func import grad
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
+from mass.cli import quiet_libraries
 from mass.config import config_to_dict, setting
 from mass.errors import MassError
+from mass.inner import SFTBatch, example_losses, inner_loss
+from mass.models import DTYPES, EMBEDDED_MODEL, attach_lora, load_model
+from mass.recompute import META_GRADS
+from mass.training import training_device
 
 MODES = ("sft", "unrolled", "hybrid", "hybrid-recompute")
 
@@ -130,11 +138,10 @@ def _default_name(cfg: MetaGradBenchConfig) -> str:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    device = training_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise MassError("device=cuda, but no CUDA device is visible")
-    return torch.device(name)
+    return device
 
 
 def _device_name(device: torch.device) -> str:
@@ -150,10 +157,6 @@ def _in_fresh_process(cfg: MetaGradBenchConfig, mode: str) -> dict:
 
 def measure_mode(cfg_dict: dict, mode: str) -> dict:
     """Load the model, build the batch, run `mode` `warmup` times untimed and `repeats` times timed."""
-    import os
-
-    from mass.cli import quiet_libraries
-
     os.environ["TQDM_DISABLE"] = "1"  # this process shows no bar of ours; hide the GGUF loader's
     quiet_libraries(False)
     cfg = MetaGradBenchConfig(**cfg_dict)
@@ -179,14 +182,8 @@ def measure_mode(cfg_dict: dict, mode: str) -> dict:
 
 
 def _load(cfg: MetaGradBenchConfig, device: torch.device):
-    from mass.models import DTYPES, attach_lora, load_model
-
     torch.manual_seed(cfg.seed)
     if cfg.model.startswith("random:"):
-        from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
-
-        from mass.models import EMBEDDED_MODEL
-
         preset = cfg.model.removeprefix("random:")
         if preset == "minimath":
             config = AutoConfig.from_pretrained(EMBEDDED_MODEL)
@@ -216,8 +213,6 @@ def _load(cfg: MetaGradBenchConfig, device: torch.device):
 
 def _random_batches(cfg: MetaGradBenchConfig, vocab: int, device: torch.device):
     """m examples and one gold sequence of `tokens` random ids each; the second half is scored."""
-    from mass.inner import SFTBatch
-
     g = torch.Generator().manual_seed(cfg.seed)
 
     def batch(rows: int) -> SFTBatch:
@@ -230,11 +225,6 @@ def _random_batches(cfg: MetaGradBenchConfig, vocab: int, device: torch.device):
 
 
 def _mode_fn(mode: str, model, phi0, batch, gold, s, cfg: MetaGradBenchConfig):
-    from torch.func import grad
-
-    from mass.inner import example_losses, inner_loss
-    from mass.recompute import META_GRADS
-
     if mode == "sft":
         g = grad(lambda phi: inner_loss(model, phi, batch, s))
         return lambda: (g(phi0), None)[1]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call, grad_and_value, jvp, vjp
+from transformers.masking_utils import create_causal_mask
 
 from mass.errors import MassError
 from mass.inner import (MetaGrad, Params, SFTBatch, adapt, answer_ce, example_losses, meta_grad_hybrid,
@@ -77,20 +78,18 @@ def split_by_layer(decoder: Decoder, phi: Params) -> list[Params]:
 def _causal_mask(decoder: Decoder, embeds: torch.Tensor, attention_mask: torch.Tensor,
                  position_ids: torch.Tensor):
     """The additive attention mask the model itself builds for these inputs (no cache)."""
-    from transformers.masking_utils import create_causal_mask
-
     return create_causal_mask(config=decoder.config, inputs_embeds=embeds, attention_mask=attention_mask,
                               past_key_values=None, position_ids=position_ids)
 
 
-def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch,
-                        s: torch.Tensor) -> tuple[Params, torch.Tensor]:
+def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s: torch.Tensor,
+                        decoder: Decoder | None = None) -> tuple[Params, torch.Tensor]:
     """(grad_phi L_in, l) with L_in = sum_i s_i l_i, recomputing one decoder block at a time.
 
     Equal to `grad(inner_loss)` and `example_losses` of mass/inner.py up to float rounding
     (tests/test_recompute.py); the position ids are 0..L-1, as the model's own forward uses for
-    right-padded rows."""
-    decoder = decoder_of(model)
+    right-padded rows. `decoder`: `decoder_of(model)`, if the caller already has it."""
+    decoder = decoder or decoder_of(model)
     per_layer = split_by_layer(decoder, phi)
     embeds = decoder.embed(batch.input_ids)
     position_ids = torch.arange(batch.input_ids.shape[1], device=embeds.device)[None]
@@ -127,13 +126,15 @@ def meta_grad_hybrid_recompute(model: torch.nn.Module, phi0: Params, batch: SFTB
     and lambda_K = grad L_outer(phi_K) are plain gradients: they hold what one SFT step holds,
     and recomputing them would only cost time."""
     s = s.detach()
+    decoder = decoder_of(model)  # once, and before any work: a model it cannot split is an error now
+    split_by_layer(decoder, phi0)
     trajectory = adapt(model, phi0, batch, s, alpha, steps)
     lam, value = grad_and_value(outer_loss)(trajectory[-1])
     lam = {n: t.detach() for n, t in lam.items()}
     ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
     for k in reversed(range(steps)):
         if k > 0:  # one fused jvp: (grad L_in, l) pushed forward along lambda -> (H_k lambda, c_k)
-            _, (h_lam, c) = jvp(lambda phi: loss_grad_blockwise(model, phi, batch, s), (trajectory[k],), (lam,))
+            _, (h_lam, c) = jvp(lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder), (trajectory[k],), (lam,))
             lam = {n: (lam[n] - alpha * h_lam[n]).detach() for n in lam}
         else:  # lambda_0 is never used: a forward-mode pass keeps no activations at all
             _, c = jvp(lambda phi: example_losses(model, phi, batch), (trajectory[k],), (lam,))
