@@ -37,8 +37,9 @@ class AdaptConfig:
     steps: int = setting(4, "inner SGD steps K (paper: 2 in meta-training, 1 at inference)")
     lr: float = setting(3.0, "inner SGD learning rate alpha on the LoRA parameters")
     weights: Literal["scorer", "uniform"] = setting("scorer", "example weights: the learnt scorer, or uniform 1/m")
-    batch_problems: int = setting(16, "problems adapted and answered together, each with its own LoRA values "
-                                      "(1: one at a time; lower it if memory is short)")
+    batch_problems: int = setting(16, "problems whose inner steps share forward passes, each with its own LoRA "
+                                      "values (1: one at a time; lower it if memory is short); answering then "
+                                      "takes sampling.batch_size problems at a time")
     synth: SamplingConfig = nested(synth_sampling_default, "sampling of the synthesised examples")
 
     def __post_init__(self) -> None:
@@ -115,29 +116,40 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
 
 
 def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
-                          scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
-                          generator: torch.Generator | None) -> list[dict]:
+                 scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
+                 generator: torch.Generator | None) -> list[dict]:
     """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
 
-    `cfg.batch_problems` problems at a time share every forward pass, each with its own LoRA
-    values (mass/batched.py). With no examples a problem is answered by phi0 and its record says
-    `adapted: false`.
+    `cfg.batch_problems` problems at a time share every forward pass of the inner steps, each with
+    its own LoRA values (mass/batched.py); then all problems are answered together, in batches of
+    `answer_sampling.batch_size` like Base. With no examples a problem is answered by phi0 and its
+    record says `adapted: false`.
     """
-    out = []
+    from mass.batched import batched_answers
+
+    records, phis = [], []
     for start in range(0, len(problems), cfg.batch_problems):
         part = slice(start, start + cfg.batch_problems)
-        out += _adapt_answer_together(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg,
-                                          task, answer_sampling, generator)
-    return out
+        part_records, phi = _adapt_together(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg)
+        records += part_records
+        phis.append(phi)
+    phi = {name: torch.cat([p[name] for p in phis]) for name in phi0}
+    chat = uses_chat_template(tokenizer)
+    t0 = time.perf_counter()
+    generated = batched_answers(model, tokenizer, [task.render_prompt(p, chat) for p in problems], phi,
+                                answer_sampling, generator)
+    seconds_answer = round((time.perf_counter() - t0) / max(1, len(problems)), 4)
+    for record, text in zip(records, generated):
+        record.update(generated=text, seconds_answer=seconds_answer)
+    return records
 
 
-def _adapt_answer_together(model, tokenizer, problems: list, example_sets: list[list[SynthExample]],
-                               phi0: Params, scorer: Scorer | None, cfg: AdaptConfig, task,
-                               answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
-    from mass.batched import batched_adapt, batched_answers, stack_params
+def _adapt_together(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
+                    scorer: Scorer | None, cfg: AdaptConfig) -> tuple[list[dict], Params]:
+    """(records, phi_K stacked over `problems`): weight each problem's examples, then K inner steps."""
+    from mass.batched import batched_adapt, stack_params
 
     device = next(model.parameters()).device
-    chat = uses_chat_template(tokenizer)
     t1 = time.perf_counter()
     records = [{"n_parsed": len(examples), "adapted": bool(examples)} for examples in example_sets]
     having = [j for j, examples in enumerate(example_sets) if examples]
@@ -156,10 +168,6 @@ def _adapt_answer_together(model, tokenizer, problems: list, example_sets: list[
         phi = batched_adapt(model, phi0, n, example_batch(tokenizer, used, device), rows,
                             torch.cat(weights), cfg.lr, cfg.steps)
     t2 = time.perf_counter()
-    generated = batched_answers(model, tokenizer, [task.render_prompt(p, chat) for p in problems], phi,
-                                answer_sampling, generator)
-    t3 = time.perf_counter()
-    for record, text in zip(records, generated):
-        record.update(generated=text, seconds_score=round((t_scored - t1) / n, 4),
-                      seconds_update=round((t2 - t_scored) / n, 4), seconds_answer=round((t3 - t2) / n, 4))
-    return records
+    for record in records:
+        record.update(seconds_score=round((t_scored - t1) / n, 4), seconds_update=round((t2 - t_scored) / n, 4))
+    return records, phi

@@ -17,7 +17,7 @@ float rounding (tests/test_batched.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -47,26 +47,31 @@ def lora_layers(model: torch.nn.Module, phi: Params) -> dict[str, tuple[torch.nn
 
 
 @contextlib.contextmanager
-def per_row_lora(model: torch.nn.Module, phi: Params, rows: torch.Tensor) -> Iterator[None]:
-    """Run `model` (a PEFT model) with LoRA values phi[name][rows[j]] for batch row j."""
-    hooks = []
+def per_row_lora(model: torch.nn.Module, phi: Params, rows: torch.Tensor) -> Iterator[Callable[[torch.Tensor], None]]:
+    """Run `model` (a PEFT model) with LoRA values phi[name][rows[j]] for batch row j.
 
-    def hook_for(layer, a_name: str, b_name: str, adapter: str):
-        # each row's A^T and scaled B^T, gathered once: a generation runs hundreds of forward passes
-        # with the same rows (scaled here, r columns, not on the (B, L, out) delta)
-        a_t = phi[a_name][rows].transpose(1, 2)  # (B, in, r)
-        b_t = (phi[b_name][rows] * layer.scaling[adapter]).transpose(1, 2)  # (B, r, out)
+    Yields `keep(positions)`: a generation that drops finished rows calls it to drop them here too."""
+    gathered = {}  # layer name -> [A^T, scaled B^T] of each row, gathered once: a generation runs
+    hooks = []     # hundreds of forward passes with the same rows (scaled here: r columns, not out)
 
+    def hook_for(layer_name: str):
         def add_delta(module, args, output):
+            a_t, b_t = gathered[layer_name]
             delta = torch.bmm(torch.bmm(args[0].to(a_t.dtype), a_t), b_t)
             return output + delta.to(output.dtype)
         return add_delta
 
+    def keep(positions: torch.Tensor) -> None:
+        for pair in gathered.values():
+            pair[0], pair[1] = pair[0][positions], pair[1][positions]
+
     try:
-        for layer, a_name, b_name, adapter in lora_layers(model, phi).values():
-            hooks.append(layer.register_forward_hook(hook_for(layer, a_name, b_name, adapter)))
+        for layer_name, (layer, a_name, b_name, adapter) in lora_layers(model, phi).items():
+            gathered[layer_name] = [phi[a_name][rows].transpose(1, 2),  # (B, in, r)
+                                    (phi[b_name][rows] * layer.scaling[adapter]).transpose(1, 2)]  # (B, r, out)
+            hooks.append(layer.register_forward_hook(hook_for(layer_name)))
         with model.disable_adapter():
-            yield
+            yield keep
     finally:
         for h in hooks:
             h.remove()

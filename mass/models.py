@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 import torch
-from transformers import (AttentionInterface, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel,
+from transformers import (AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel,
                           PreTrainedTokenizerBase)
+from transformers.cache_utils import DynamicLayer
 
 from mass.config import setting
 from mass.errors import MassError
@@ -240,6 +241,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
 
     `around_batch(indices)`, if given, is entered around the sampling of each batch, with the
     indices (into `prompts`) of its rows: batched adaptation uses it to give each row its LoRA.
+    What it yields, if not None, is called with the positions of the rows kept whenever finished
+    rows leave the batch (see `_sample`).
     """
     if isinstance(generator, list) and len(generator) != len(prompts):
         raise ValueError(f"{len(generator)} generators for {len(prompts)} prompts: give one per prompt")
@@ -254,9 +257,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         pad = tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        with around_batch(idx) if around_batch else contextlib.nullcontext():
+        with around_batch(idx) if around_batch else contextlib.nullcontext() as keep_rows:
             gens = [generator[i] for i in idx] if isinstance(generator, list) else generator
-            tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, gens)
+            tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, gens, keep_rows)
         for row, i in enumerate(idx):
             out[i] = _cut(tokenizer.decode(tokens[row], skip_special_tokens=True), sampling.stop)
     return out
@@ -271,29 +274,93 @@ def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 
 
 def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig,
-            eos_ids: list[int], pad_id: int, generator: Generators) -> list[list[int]]:
-    """Sample with the KV cache; returns each row's new tokens up to (not including) the first EOS."""
+            eos_ids: list[int], pad_id: int, generator: Generators,
+            keep_rows: Callable[[torch.Tensor], None] | None = None) -> list[list[int]]:
+    """Sample with the KV cache; returns each row's new tokens up to (not including) the first EOS.
+
+    Finished rows leave the batch once they are a quarter of it (a batch runs as long as its
+    longest row: a third of the work was on finished rows), and `keep_rows(positions)` hears of
+    it. A row's tokens do not depend on its batch-mates with greedy decoding or one generator per
+    row; with one shared generator, which rows are left decides the draws (still seeded)."""
     B = input_ids.shape[0]
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+    past = reserved_cache(model, input_ids.shape[1] + sampling.max_new_tokens)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=past,
+                use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1]
-    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     eos = torch.tensor(eos_ids, device=input_ids.device)
-    new: list[torch.Tensor] = []
-    for _ in range(sampling.max_new_tokens):
-        next_tok = _pick(logits.float(), sampling, generator)  # (B,)
-        next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
-        new.append(next_tok)
+    alive = torch.arange(B, device=input_ids.device)  # the original row of each row still in the batch
+    tokens = torch.full((B, sampling.max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+    length = torch.zeros(B, dtype=torch.long, device=input_ids.device)  # tokens kept, EOS included
+    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # of the rows alive
+    for step in range(sampling.max_new_tokens):
+        next_tok = _pick(logits.float(), sampling, generator)  # (rows alive,)
+        writing = alive[~done]
+        tokens[writing, step] = next_tok[~done]
+        length[writing] = step + 1
         done |= torch.isin(next_tok, eos)
-        if bool(done.all()):
+        n_done = int(done.sum())
+        if n_done == len(alive) or step + 1 == sampling.max_new_tokens:
             break
+        if 4 * n_done >= len(alive) and hasattr(past, "batch_select_indices"):
+            keep = (~done).nonzero().squeeze(1)
+            past.batch_select_indices(keep)
+            alive, done, next_tok, mask, position_ids = alive[keep], done[keep], next_tok[keep], mask[keep], position_ids[keep]
+            if isinstance(generator, list):
+                generator = [generator[int(i)] for i in keep]
+            if keep_rows is not None:
+                keep_rows(keep)
+        next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         position_ids = position_ids[:, -1:] + 1
         out = model(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position_ids,
                     past_key_values=past, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
-    tokens = torch.stack(new, dim=1).tolist() if new else [[] for _ in range(B)]
-    return [_until_eos(row, eos_ids) for row in tokens]
+    return [_until_eos(row[:n], eos_ids) for row, n in zip(tokens.tolist(), length.tolist())]
+
+
+class ReservedLayer(DynamicLayer):
+    """A KV-cache layer that writes each new token into a buffer reserved for the whole generation.
+
+    The default `DynamicLayer` concatenates, copying the whole cache at every token: on a small
+    model that copying (quadratic in the length) took more time than the attention itself.
+    `keys`/`values` are views of the filled part, so attention sees the same values."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            shape = (*key_states.shape[:2], self.capacity, key_states.shape[-1])
+            self._keys, self._values = key_states.new_empty(shape), value_states.new_empty(shape)
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[-2]:  # more than reserved: grow (by doubling), never fail
+            grow = max(end, 2 * self._keys.shape[-2]) - self._keys.shape[-2]
+            self._keys = torch.cat([self._keys, self._keys.new_empty(*self._keys.shape[:2], grow, self._keys.shape[-1])], -2)
+            self._values = torch.cat([self._values, self._values.new_empty(*self._values.shape[:2], grow,
+                                                                           self._values.shape[-1])], -2)
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+
+
+def reserved_cache(model: PreTrainedModel, capacity: int) -> DynamicCache | None:
+    """A KV cache of `ReservedLayer`s for `capacity` tokens, or None (the model's own default)
+    where the model's cache is not plain full-attention layers (sliding windows, linear attention)."""
+    cache = DynamicCache(config=model.config)
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    cache.layers = [ReservedLayer(capacity) for _ in cache.layers]
+    return cache
 
 
 def _until_eos(row: list[int], eos_ids: list[int]) -> list[int]:

@@ -110,3 +110,27 @@ def test_length_sorted_chunks_give_the_same_losses(peft_model, tiny_tokenizer):
                            for p, e in zip(rows.tolist(), used)])
     torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(chunked, alone, rtol=1e-10, atol=1e-12)
+
+
+def test_rows_that_finish_early_leave_the_batch_and_the_others_answer_the_same(peft_model, tiny_tokenizer,
+                                                                                monkeypatch):
+    from mass import models
+    from mass.batched import batched_answers, stack_params
+
+    monkeypatch.setattr(models, "stop_ids", lambda model, tokenizer: list(range(5, 200, 3)))  # rows end early
+    kept = []
+    select = models.ReservedLayer.batch_select_indices
+    monkeypatch.setattr(models.ReservedLayer, "batch_select_indices",
+                        lambda layer, positions: (kept.append(len(positions)), select(layer, positions)))
+    torch.manual_seed(1)
+    phi = {n: v + 0.3 * torch.randn_like(v) for n, v in stack_params(lora_params(peft_model), 6).items()}
+    prompts = [f"Problem: What is ${i} + {i}$?\nSolution:" for i in range(6)]
+    sampling = SamplingConfig(max_new_tokens=24, batch_size=6)
+    together = batched_answers(peft_model, tiny_tokenizer, prompts, phi, sampling)
+    assert kept and min(kept) < 6  # finished rows did leave the batch
+    alone = []
+    for p, prompt in enumerate(prompts):
+        with use_lora(peft_model, {n: v[p] for n, v in phi.items()}):
+            alone.append(models.generate(peft_model, tiny_tokenizer, [prompt], sampling)[0])
+    assert len({len(a) for a in alone}) > 1  # of different lengths
+    assert together == alone

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from mass.errors import MassError
-from mass.models import SamplingConfig, attach_lora, generate, load_model
+from mass.models import SamplingConfig, attach_lora, generate, load_model, reserved_cache
 
 
 def test_checkpoint_loads_with_auto_classes(tiny_model_dir):
@@ -25,6 +25,29 @@ def test_greedy_batched_generation_matches_one_by_one_and_hf_generate(tiny_model
     ref = model.generate(**ids, do_sample=False, max_new_tokens=12, eos_token_id=tok.eos_token_id)
     assert batched[2]  # a non-empty generation, so the prefix check below means something
     assert tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).startswith(batched[2])
+
+
+@pytest.mark.parametrize("capacity", [64, 3])  # 3: less than the prompt, so the buffer must grow
+def test_the_reserved_kv_cache_gives_the_default_caches_logits(tiny_model_dir, capacity):
+    model, tok = load_model(str(tiny_model_dir))
+    enc = tok(["Problem: x\nSolution:", "Problem: a longer one\nSolution:"], return_tensors="pt", padding=True)
+    runs = []
+    for cache in (DynamicCache(config=model.config), reserved_cache(model, capacity)):
+        ids, mask, logits = enc["input_ids"], enc["attention_mask"], []
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        for step in range(6):
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+            ids = out.logits[:, -1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            positions = positions[:, -1:] + 1
+            if step == 3:  # drop the first row, as a generation may drop finished rows
+                cache.batch_select_indices(torch.tensor([1]))
+                ids, mask, positions = ids[1:], mask[1:], positions[1:]
+        runs.append(logits)
+    assert type(reserved_cache(model, 8).layers[0]).__name__ == "ReservedLayer"
+    for default, reserved in zip(*runs):
+        torch.testing.assert_close(reserved, default, rtol=0, atol=1e-6)
 
 
 def test_sampling_is_seeded_and_stop_strings_cut(tiny_model_dir):
