@@ -91,19 +91,23 @@ def within_group_auc(groups: list[tuple[list[float], list[bool]]]) -> float | No
 
 
 @torch.no_grad()
-def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> torch.Tensor:
-    """Mean-pooled last hidden states of the base model with adapters off.  -> (n, d) float32"""
+def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """Mean-pooled last hidden states of the base model with adapters off.  -> (n, d) float32
+
+    Texts go through the model in order of length, so that little is padded."""
     device = next(model.parameters()).device
-    out = []
+    out = torch.zeros(len(texts), model.config.get_text_config().hidden_size, device=device)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     with context:
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
+            idx = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # padding-independent features
             hidden = model(**enc, position_ids=positions, output_hidden_states=True).hidden_states[-1].float()  # (B, L, d)
             mask = enc["attention_mask"][..., None].float()
-            out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-    return torch.cat(out)
+            out[idx] = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return out
 
 
 @torch.no_grad()
