@@ -16,12 +16,14 @@ from typing import Literal
 
 import torch
 
+from mass.batched import batched_adapt, batched_answers, stack_params
 from mass.config import nested, setting
 from mass.errors import MassError
 from mass.inner import Params, SFTBatch
 from mass.models import SamplingConfig, make_sft_batch, merged_lora, uses_chat_template
 from mass.prompts import SynthExample, solve_prompt
 from mass.scorer import Scorer, embed_texts, group_stats
+from mass.synthesis import synthesise
 
 
 def synth_sampling_default() -> SamplingConfig:
@@ -90,23 +92,21 @@ def use_lora(model, phi: Params) -> Iterator[None]:
 
 
 def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
-                     task, answer_sampling: SamplingConfig, generator: torch.Generator | None) -> list[dict]:
+                     task, answer_sampling: SamplingConfig, rng: torch.Generator | None) -> list[dict]:
     """For each problem: synthesise m examples, weight them, adapt phi0 -> phi_K, answer with phi_K.
 
     Synthesis is one batched sampling call for all `problems`; each problem is then adapted and
     answered on its own. A problem whose samples all fail to parse is answered with phi0 (the
     unadapted model) and its record says `adapted: false`.
     """
-    from mass.generator import synthesise
-
     if cfg.weights == "scorer" and scorer is None:
         raise MassError("weights=scorer needs a meta-trained scorer (--checkpoint DIR), or use weights=uniform")
     t0 = time.perf_counter()
     with use_lora(model, phi0), merged_lora(model):
-        syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, generator)
+        syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, rng)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
     records = adapt_answer(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
-                                    task, answer_sampling, generator)
+                                    task, answer_sampling, rng)
     for record, syn in zip(records, syntheses):
         record.update(n_dropped=syn.n_dropped, seconds_generate=round(generate_seconds, 4))
         if syn.n_dropped:  # what the model wrote that could not be used, to see why (first 2, cut)
@@ -117,7 +117,7 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
 
 def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
                  scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
-                 generator: torch.Generator | None) -> list[dict]:
+                 rng: torch.Generator | None) -> list[dict]:
     """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
 
     `cfg.batch_problems` problems at a time share every forward pass of the inner steps, each with
@@ -125,8 +125,6 @@ def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[Synth
     `answer_sampling.batch_size` like Base. With no examples a problem is answered by phi0 and its
     record says `adapted: false`.
     """
-    from mass.batched import batched_answers
-
     records, phis = [], []
     for start in range(0, len(problems), cfg.batch_problems):
         part = slice(start, start + cfg.batch_problems)
@@ -137,7 +135,7 @@ def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[Synth
     chat = uses_chat_template(tokenizer)
     t0 = time.perf_counter()
     generated = batched_answers(model, tokenizer, [task.render_prompt(p, chat) for p in problems], phi,
-                                answer_sampling, generator)
+                                answer_sampling, rng)
     seconds_answer = round((time.perf_counter() - t0) / max(1, len(problems)), 4)
     for record, text in zip(records, generated):
         record.update(generated=text, seconds_answer=seconds_answer)
@@ -147,8 +145,6 @@ def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[Synth
 def _adapt_together(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
                     scorer: Scorer | None, cfg: AdaptConfig) -> tuple[list[dict], Params]:
     """(records, phi_K stacked over `problems`): weight each problem's examples, then K inner steps."""
-    from mass.batched import batched_adapt, stack_params
-
     device = next(model.parameters()).device
     t1 = time.perf_counter()
     records = [{"n_parsed": len(examples), "adapted": bool(examples)} for examples in example_sets]

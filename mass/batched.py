@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from mass.inner import Params, SFTBatch, answer_ce
+from mass.models import generate
 
 
 def stack_params(phi0: Params, n: int) -> Params:
@@ -123,10 +124,8 @@ def batched_adapt(model: torch.nn.Module, phi0: Params, n_problems: int, batch: 
 
 
 def batched_answers(model: torch.nn.Module, tokenizer, prompts: list, phi: Params, sampling,
-                    generator: torch.Generator | None = None) -> list[str]:
+                    rng: torch.Generator | None = None) -> list[str]:
     """prompts[p] answered under problem p's LoRA values phi[name][p], all in one batched generation."""
-    from mass.models import generate
-
     problem_of_row = torch.arange(len(prompts), device=next(iter(phi.values())).device)
-    return generate(model, tokenizer, prompts, sampling, generator,
+    return generate(model, tokenizer, prompts, sampling, rng,
                     around_batch=lambda idx: per_row_lora(model, phi, problem_of_row[idx]))

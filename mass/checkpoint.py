@@ -1,7 +1,8 @@
-"""Meta-training checkpoints: the generator LoRA as a standard PEFT adapter, the scorer as
-safetensors, and the training state that makes `--resume` exact.
+"""Meta-training checkpoints: the LoRA adapter (MASS's generator, or Solver GRPO's solver) as a
+standard PEFT adapter, the scorer as safetensors, and the training state that makes `--resume` exact.
 
-    DIR/generator/          adapter_config.json, adapter_model.safetensors (PEFT)
+    DIR/adapter/            adapter_config.json, adapter_model.safetensors (PEFT); checkpoints
+                            written before 2026-11-22 call it generator/, and still load
     DIR/scorer/             scorer.json, scorer.safetensors
     DIR/mass.json           which base model, outer loss, and the full meta-training config
     DIR/train_state.pt      step and optimizer states (for --resume only)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +31,13 @@ from safetensors import SafetensorError
 from mass import dist
 from mass.errors import MassError
 from mass.inner import Params, lora_params
+from mass.models import attach_lora
 from mass.scorer import Scorer, load_scorer, save_scorer
 
 
-CHECKPOINT_ITEMS = ("generator", "scorer", "mass.json", "train_state.pt")
+ADAPTER, OLD_ADAPTER = "adapter", "generator"  # the adapter folder's name, and its name before 2026-11-22
+# what a save replaces (an old-named adapter folder too, so a save over an old checkpoint leaves one)
+CHECKPOINT_ITEMS = (ADAPTER, OLD_ADAPTER, "scorer", "mass.json", "train_state.pt")
 # the embedded model's meta-trained checkpoints, shipped in the package: mass, mass-gold, solver-grpo
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "assets" / "checkpoints"
 
@@ -53,7 +58,7 @@ def save_meta_checkpoint(directory: Path, peft_model, scorer: Scorer | None, inf
     discard_unfinished_write(directory)
     incoming = directory / ".incoming"
     incoming.mkdir()
-    peft_model.save_pretrained(incoming / "generator")
+    peft_model.save_pretrained(incoming / ADAPTER)
     if scorer is not None:
         save_scorer(scorer, incoming / "scorer")
     (incoming / "mass.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -146,18 +151,27 @@ def checkpoint_model(directory: str | Path | None) -> str:
     return read_meta_info(directory).get("model", "") if directory else ""
 
 
-def load_generator(model, directory: str | Path):
+def adapter_dir(directory: str | Path) -> Path | None:
+    """The checkpoint's PEFT adapter folder (adapter/, or generator/ in an older checkpoint), or None."""
+    for name in (ADAPTER, OLD_ADAPTER):
+        if (Path(directory) / name / "adapter_config.json").is_file():
+            return Path(directory) / name
+    return None
+
+
+def load_adapter(model, directory: str | Path):
     """The PEFT model with the checkpoint's LoRA (the meta-trained generator, or the GRPO solver)."""
     from peft import PeftModel
 
     directory = Path(directory)
     read_meta_info(directory)
-    if not (directory / "generator" / "adapter_config.json").is_file():
-        raise MassError(f"{directory} has no generator/adapter_config.json: the checkpoint is incomplete")
+    folder = adapter_dir(directory)
+    if folder is None:
+        raise MassError(f"{directory} has no {ADAPTER}/adapter_config.json: the checkpoint is incomplete")
     try:
-        peft_model = PeftModel.from_pretrained(model, directory / "generator", is_trainable=True)
+        peft_model = PeftModel.from_pretrained(model, folder, is_trainable=True)
     except (ValueError, TypeError, RuntimeError, OSError, KeyError, SafetensorError) as e:
-        raise MassError(f"the generator adapter in {directory} is damaged or does not fit this model "
+        raise MassError(f"the LoRA adapter in {directory} is damaged or does not fit this model "
                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return peft_model.eval()
 
@@ -167,7 +181,7 @@ def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, 
     directory = Path(directory)
     if not (directory / "scorer").is_dir():
         raise MassError(f"{directory} has no scorer/: it is not a `mass meta-train` checkpoint")
-    peft_model = load_generator(model, directory)
+    peft_model = load_adapter(model, directory)
     device = next(model.parameters()).device
     scorer = load_scorer(directory / "scorer").to(device).eval()
     return peft_model, scorer, lora_params(peft_model)
@@ -176,8 +190,6 @@ def load_meta_checkpoint(model, directory: str | Path) -> tuple[object, Scorer, 
 def load_train_state(path: Path) -> dict:
     """A saved training state (tensors, numbers, optimizer state dicts). `weights_only=True`: a
     file that would run code when unpickled is refused, never executed."""
-    import pickle
-
     try:
         return torch.load(path, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
@@ -203,13 +215,11 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
     """
     from peft import PeftModel
 
-    from mass.models import attach_lora
-
     if resume and dist.is_main():
         discard_unfinished_write(out)
     dist.barrier()  # no rank reads the checkpoint before it is whole
-    if resume and (out / "generator").is_dir():
-        model = PeftModel.from_pretrained(base, out / "generator", is_trainable=True)
+    if resume and adapter_dir(out) is not None:
+        model = PeftModel.from_pretrained(base, adapter_dir(out), is_trainable=True)
         state = load_train_state(out / "train_state.pt")
         dist.print0(f"resuming from step {state['step']} in {out}")
         if dist.is_main():

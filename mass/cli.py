@@ -29,6 +29,8 @@ class Command:
     positional: str | None = None  # a config key that may be given as the first bare argument
 
 
+# Recipes are named, not imported: a command imports only its own recipe when it runs, so that
+# `mass --help` and a mistyped command answer at once instead of after loading every recipe.
 COMMANDS = {
     "pretrain": Command("mass.pretrain", "PretrainConfig", "train the embedded MiniMath model from scratch",
                         flags=("resume",)),

@@ -97,8 +97,8 @@ def run(cfg: EvalConfig) -> dict:
     model_name = cfg.model or checkpoint_model(cfg.checkpoint) or None
     model, tokenizer = load_model(model_name, cfg.dtype, device, cfg.attn_implementation)
     problems = fit_problems(problems, tokenizer, model)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
-    ctx = MethodContext(model=model, tokenizer=tokenizer, task=task, cfg=cfg, generator=generator)
+    rng = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
+    ctx = MethodContext(model=model, tokenizer=tokenizer, task=task, cfg=cfg, rng=rng)
 
     indexed = dist.shard(list(enumerate(problems)))
     records = []

@@ -11,7 +11,7 @@ answers directly, with no adaptation (`mass eval --method solver-grpo --checkpoi
     mass grpo out=runs/solver-grpo --resume        # continue exactly where it stopped
     torchrun --nproc_per_node 4 -m mass grpo out=runs/solver-grpo   # data-parallel, the same steps
 
-The checkpoint is a MASS checkpoint without a scorer: DIR/generator/ (PEFT adapter), mass.json,
+The checkpoint is a MASS checkpoint without a scorer: DIR/adapter/ (PEFT adapter), mass.json,
 metrics.jsonl (per step: reward, loss; held-out greedy accuracy every `eval_every` steps).
 """
 
@@ -96,13 +96,13 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
 
 
 def grpo_step(model, tok, task: Task, live: dict, batch: StepBatch, cfg: SolverGRPOConfig, device) -> list[dict]:
-    """Sample k solutions per target of this rank's share, each from its own generator (StepBatch),
+    """Sample k solutions per target of this rank's share, each from its own rng (StepBatch),
     reward them (the task's reward), accumulate the GRPO gradient (mean over the global batch);
     one metrics row per target."""
     targets = batch.problems
     prompts = [task.render_prompt(t, uses_chat_template(tok)) for t in targets for _ in range(cfg.k)]
     with torch.no_grad():
-        solutions = generate(model, tok, prompts, cfg.solve_sampling, batch.generators("solve", cfg.k))
+        solutions = generate(model, tok, prompts, cfg.solve_sampling, batch.rngs("solve", cfg.k))
     rows = []
     for j, target in enumerate(targets):
         mine = solutions[j * cfg.k : (j + 1) * cfg.k]

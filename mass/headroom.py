@@ -43,7 +43,7 @@ from mass.checker import is_equivalent
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.results import wilson_interval, write_json
-from mass.generator import synthesise
+from mass.synthesis import synthesise
 from mass.batched import batched_answers, batched_trajectory, stack_params
 from mass.inner import lora_params
 from mass.minimath import grade_synthesised, kindred_problems, problem_kind, solve_text
@@ -101,7 +101,7 @@ def run(cfg: HeadroomConfig) -> dict:
     problems = fit_problems(problems, tok, model)
     peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, seed=cfg.seed, init=cfg.lora.init)
     phi0 = lora_params(peft_model)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
+    rng = torch.Generator(device=device).manual_seed(cfg.seed + dist.rank())
 
     mine = dist.shard(list(enumerate(problems)))
     records, t0 = [], time.perf_counter()
@@ -109,7 +109,7 @@ def run(cfg: HeadroomConfig) -> dict:
     bar = tqdm(total=len(mine), desc="headroom", disable=not dist.is_main(), dynamic_ncols=True)
     for start in range(0, len(mine), chunk):
         part = mine[start : start + chunk]
-        examples = adaptation_sets(cfg, [p for _, p in part], pool, peft_model, tok, phi0, generator)
+        examples = adaptation_sets(cfg, [p for _, p in part], pool, peft_model, tok, phi0, rng)
         measured = measure_problems(cfg, peft_model, tok, task, phi0, [p for _, p in part], examples)
         records += [{"index": index, **record} for (index, _), record in zip(part, measured)]
         bar.update(len(part))
@@ -174,14 +174,14 @@ def as_example(p: Problem) -> SynthExample:
 
 
 def adaptation_sets(cfg: HeadroomConfig, problems: list[Problem], pool: list[Problem], model, tok, phi0,
-                    generator: torch.Generator) -> list[dict]:
+                    rng: torch.Generator) -> list[dict]:
     """Per problem: {condition: examples to adapt on (None: not available for this problem)}.
     Synthesis is one batched call for all `problems`."""
     wanted = set(cfg.conditions)
     syntheses = None
     if wanted & {"ttss", "ttss-right"}:
         with use_lora(model, phi0):
-            syntheses = synthesise(model, tok, [p.problem for p in problems], cfg.m, cfg.synth, generator)
+            syntheses = synthesise(model, tok, [p.problem for p in problems], cfg.m, cfg.synth, rng)
     out = []
     for j, p in enumerate(problems):
         sets: dict = {}

@@ -44,7 +44,7 @@ from mass.budget import DEFAULT_BUDGET
 from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.generator import synthesise
+from mass.synthesis import synthesise
 from mass.guard import all_finite
 from mass.inner import SFTBatch, adapt, example_losses, lora_params, token_logprobs
 from mass.losses import group_advantages, grpo_loss
@@ -157,11 +157,11 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, batch: StepBat
               device) -> list[dict]:
     """One meta-step over this rank's share of the step's problems: accumulates the scorer's and
     the generator's gradients (each problem's divided by the global batch size) and returns one
-    metrics row per problem. Every sampled sequence draws from its own generator (StepBatch)."""
+    metrics row per problem. Every sampled sequence draws from its own rng (StepBatch)."""
     phi0 = {n: p.detach().clone() for n, p in live.items()}
     targets, n = batch.problems, batch.total
     syntheses = synthesise(model, tok, [t.problem for t in targets], cfg.adapt.m, cfg.adapt.synth,
-                           batch.generators("synthesis", cfg.adapt.m))
+                           batch.rngs("synthesis", cfg.adapt.m))
     rows = []
     for index, target, syn in zip(batch.indices, targets, syntheses):
         if len(syn.examples) < 2:
@@ -171,7 +171,7 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, batch: StepBat
         s = example_weights(model, tok, scorer, target.problem, syn.examples)  # (m,), graph to eta
         gold = gold_batch(tok, task, target, device)  # tokenised once: outer loss, L_solve and the CE metrics
         outer, solve_loss, extra = outer_objective(model, tok, task, target, gold, phi0, examples, s, live, cfg,
-                                                   batch.generators("verifier", cfg.k, [index]), device)
+                                                   batch.rngs("verifier", cfg.k, [index]), device)
         mg = META_GRADS[cfg.meta_grad](model, phi0, examples, s, cfg.adapt.lr, cfg.adapt.steps, outer)
 
         # generator: GRPO on its own synthesis tokens, reward r_i = -dL/ds_i normalised within T's group
@@ -215,7 +215,7 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, batch: StepBat
 def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0, batch, s, live,
                     cfg: MetaTrainConfig, gens: list[torch.Generator], device):
     """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T; `gold` is
-    T's gold solution as an SFT batch (`gold_batch`); `gens`: one generator for each of the
+    T's gold solution as an SFT batch (`gold_batch`); `gens`: one rng for each of the
     verifier's k solutions (unused under outer=gold)."""
     prompt = task.render_prompt(target, uses_chat_template(tok))
     if cfg.outer == "gold":

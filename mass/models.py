@@ -58,8 +58,9 @@ EMBEDDED_MODEL = Path(__file__).parent / "assets" / "minimath-llama"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 Prompt = str | list[dict[str, str]]
-# one generator shared by every row, one per row (prompt), or none (the global RNG)
-Generators = torch.Generator | list[torch.Generator] | None
+# the random number generator(s) of sampling: one torch.Generator shared by every row, one per row
+# (prompt), or none (the global RNG). Named `rng` throughout: "generator" is the synthesising model
+Rng = torch.Generator | list[torch.Generator] | None
 
 
 @dataclass
@@ -229,11 +230,11 @@ def merged_lora(model) -> Iterator[None]:
 
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
-             sampling: SamplingConfig, generator: Generators = None,
+             sampling: SamplingConfig, rng: Rng = None,
              around_batch: Callable[[list[int]], ContextManager] | None = None) -> list[str]:
     """Completions for `prompts` (same order), batched with the KV cache, cut at stop strings.
 
-    `generator`: one torch.Generator that all rows draw from in turn, or a list of one per prompt:
+    `rng`: one torch.Generator that all rows draw from in turn, or a list of one per prompt:
     then each row draws from its own alone, wherever the length sort and the batching put it, so
     its sample does not depend on which prompts share its batch (up to the float rounding of a
     padded batch). Training seeds one per sequence (mass/training.py), so a step's samples are
@@ -244,8 +245,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     What it yields, if not None, is called with the positions of the rows kept whenever finished
     rows leave the batch (see `_sample`).
     """
-    if isinstance(generator, list) and len(generator) != len(prompts):
-        raise ValueError(f"{len(generator)} generators for {len(prompts)} prompts: give one per prompt")
+    if isinstance(rng, list) and len(rng) != len(prompts):
+        raise ValueError(f"{len(rng)} random generators for {len(prompts)} prompts: give one per prompt")
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths pad less
     out: list[str] = [""] * len(prompts)
@@ -258,7 +259,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
         with around_batch(idx) if around_batch else contextlib.nullcontext() as keep_rows:
-            gens = [generator[i] for i in idx] if isinstance(generator, list) else generator
+            gens = [rng[i] for i in idx] if isinstance(rng, list) else rng
             tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, gens, keep_rows)
         for row, i in enumerate(idx):
             out[i] = _cut(tokenizer.decode(tokens[row], skip_special_tokens=True), sampling.stop)
@@ -274,7 +275,7 @@ def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 
 
 def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig,
-            eos_ids: list[int], pad_id: int, generator: Generators,
+            eos_ids: list[int], pad_id: int, rng: Rng,
             keep_rows: Callable[[torch.Tensor], None] | None = None) -> list[list[int]]:
     """Sample with the KV cache; returns each row's new tokens up to (not including) the first EOS.
 
@@ -294,7 +295,7 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
     length = torch.zeros(B, dtype=torch.long, device=input_ids.device)  # tokens kept, EOS included
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # of the rows alive
     for step in range(sampling.max_new_tokens):
-        next_tok = _pick(logits.float(), sampling, generator)  # (rows alive,)
+        next_tok = _pick(logits.float(), sampling, rng)  # (rows alive,)
         writing = alive[~done]
         tokens[writing, step] = next_tok[~done]
         length[writing] = step + 1
@@ -306,8 +307,8 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
             keep = (~done).nonzero().squeeze(1)
             past.batch_select_indices(keep)
             alive, done, next_tok, mask, position_ids = alive[keep], done[keep], next_tok[keep], mask[keep], position_ids[keep]
-            if isinstance(generator, list):
-                generator = [generator[int(i)] for i in keep]
+            if isinstance(rng, list):
+                rng = [rng[int(i)] for i in keep]
             if keep_rows is not None:
                 keep_rows(keep)
         next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
@@ -368,9 +369,9 @@ def _until_eos(row: list[int], eos_ids: list[int]) -> list[int]:
     return row[: min(ends)] if ends else row
 
 
-def _pick(logits: torch.Tensor, sampling: SamplingConfig, generator: Generators) -> torch.Tensor:
+def _pick(logits: torch.Tensor, sampling: SamplingConfig, rng: Rng) -> torch.Tensor:
     """Greedy at temperature 0, else temperature + nucleus (top-p) sampling.  logits: (B, V).
-    With a list of generators, row j's token is drawn from generator[j] alone."""
+    With a list of generators, row j's token is drawn from rng[j] alone."""
     if sampling.temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
@@ -379,9 +380,9 @@ def _pick(logits: torch.Tensor, sampling: SamplingConfig, generator: Generators)
         keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p  # always keeps the top token
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter(-1, sorted_i, sorted_p)
-    if isinstance(generator, list):  # one draw per row: a row's token never depends on the other rows
-        return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator)])
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if isinstance(rng, list):  # one draw per row: a row's token never depends on the other rows
+        return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, rng)])
+    return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
 
 
 def _cut(text: str, stops: list[str]) -> str:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.results import write_json
-from mass.generator import synthesise
+from mass.synthesis import synthesise
 from mass.minimath import grade_synthesised
 from mass.models import SamplingConfig, load_model, resolve_model_name
 from mass.tasks import load_task

@@ -6,8 +6,8 @@ step the optimizers, evaluate, log, checkpoint.
 Under `torchrun` the loop is data-parallel: every rank draws the same global batch of step t,
 works on its share of it (`StepBatch`), and the ranks' gradients are summed before the step, so
 N processes take the step one process would (up to float rounding). For that, every sampled
-sequence has a generator of its own, seeded from (seed, step, the problem's place in the global
-batch, purpose, sample) alone (`sequence_generators`): no sample depends on how the batch was
+sequence has a random generator (rng) of its own, seeded from (seed, step, the problem's place in the global
+batch, purpose, sample) alone (`sequence_rngs`): no sample depends on how the batch was
 split, or on what else was sampled before it.
 """
 
@@ -49,11 +49,11 @@ def sequence_seed(seed: int, step: int, index: int, purpose: str, sample: int) -
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def sequence_generators(seed: int, step: int, indices: Sequence[int], purpose: str, n: int,
+def sequence_rngs(seed: int, step: int, indices: Sequence[int], purpose: str, n: int,
                         device) -> list[torch.Generator]:
-    """n generators per problem, problem-major (the order in which `synthesise` and `grpo_step`
+    """n random generators per problem, problem-major (the order in which `synthesise` and `grpo_step`
     lay out their prompts): each sequence draws from its own, so its sample is the same whichever
-    rank, batch or neighbours it is sampled with (`models.generate` with a list of generators)."""
+    rank, batch or neighbours it is sampled with (`models.generate` with a list of rngs)."""
     return [torch.Generator(device=device).manual_seed(sequence_seed(seed, step, index, purpose, i))
             for index in indices for i in range(n)]
 
@@ -68,9 +68,9 @@ class StepBatch:
     total: int  # problems in the global batch: losses are divided by it, so the ranks' gradients sum to the mean
     device: torch.device
 
-    def generators(self, purpose: str, n: int, indices: Sequence[int] | None = None) -> list[torch.Generator]:
-        """n generators for each of this share's problems (or of `indices`); see `sequence_generators`."""
-        return sequence_generators(self.seed, self.step, self.indices if indices is None else indices, purpose, n,
+    def rngs(self, purpose: str, n: int, indices: Sequence[int] | None = None) -> list[torch.Generator]:
+        """n random generators for each of this share's problems (or of `indices`); see `sequence_rngs`."""
+        return sequence_rngs(self.seed, self.step, self.indices if indices is None else indices, purpose, n,
                                    self.device)
 
 
@@ -125,7 +125,10 @@ def training_device(name: str) -> torch.device:
     this rank's (`dist.init` sets it), not every rank's cuda:0."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MassError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     return device

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mass.adaptation import example_batch, synth_sampling_default
-from mass.generator import synthesise
+from mass.synthesis import synthesise
 from mass.inner import example_losses, lora_params, meta_grad_hybrid
 from mass.meta_train import _train_adapt, graded_examples
 from mass.tasks import load_task

@@ -9,7 +9,7 @@ import torch
 from mass.models import load_model, attach_lora, LoraSettings, make_sft_batch
 from mass.inner import lora_params, meta_grad_hybrid, example_losses
 from mass.adaptation import example_batch, synth_sampling_default
-from mass.generator import synthesise
+from mass.synthesis import synthesise
 from mass.meta_train import graded_examples
 from mass.tasks import load_task
 from mass.training import split_training_problems

@@ -116,20 +116,31 @@ def test_a_checkpoint_without_a_scorer_replaces_one_with_it(tmp_path, tiny_token
     assert not (tmp_path / "scorer").exists()  # no stale scorer from the previous save
     assert json.loads((tmp_path / "mass.json").read_text())["version"] == 3
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
-        "generator", "mass.json", "train_state.pt"]
+        "adapter", "mass.json", "train_state.pt"]
 
 
 def test_a_checkpoint_missing_its_adapter_is_a_clear_error(tmp_path, tiny_tokenizer):
     save_meta_checkpoint(tmp_path, *_checkpoint(tiny_tokenizer, 1))
-    shutil.rmtree(tmp_path / "generator")
-    with pytest.raises(MassError, match="no generator"):
+    shutil.rmtree(tmp_path / "adapter")
+    with pytest.raises(MassError, match="no adapter"):
         load_meta_checkpoint(tiny_llama(tiny_tokenizer), tmp_path)
+
+
+def test_a_checkpoint_from_before_the_adapter_rename_loads_and_a_save_over_it_leaves_one_adapter(
+        tmp_path, tiny_tokenizer):
+    versions = {v: _checkpoint(tiny_tokenizer, v) for v in (1, 2)}
+    save_meta_checkpoint(tmp_path, *versions[1])
+    (tmp_path / "adapter").rename(tmp_path / "generator")  # as written before 2026-11-22
+    assert _saved_version(tmp_path, tiny_tokenizer, versions) == 1  # its LoRA values, from generator/
+    save_meta_checkpoint(tmp_path, *versions[2])
+    assert (tmp_path / "adapter").is_dir() and not (tmp_path / "generator").exists()
+    assert _saved_version(tmp_path, tiny_tokenizer, versions) == 2
 
 
 @pytest.mark.parametrize("damage", ["mass.json", "scorer.json", "scorer.safetensors", "adapter_model.safetensors"])
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, tiny_tokenizer, damage):
     save_meta_checkpoint(tmp_path, *_checkpoint(tiny_tokenizer, 1))
-    folder = {"mass.json": "", "adapter_model.safetensors": "generator"}.get(damage, "scorer")
+    folder = {"mass.json": "", "adapter_model.safetensors": "adapter"}.get(damage, "scorer")
     path = tmp_path / folder / damage
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a file cut short
     with pytest.raises(MassError, match="damaged"):

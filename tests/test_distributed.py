@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mass.cli import main
 from mass.models import SamplingConfig, generate, load_model
-from mass.training import sequence_generators
+from mass.training import sequence_rngs
 
 # batch_size=2: one problem per rank under 2 processes, both in one process
 TINY = ["steps=2", "batch_size=2", "heldout=2", "eval_every=0", "save_every=1", "adapt.m=3",
@@ -48,7 +48,7 @@ def _rows(out) -> list[dict]:
 
 
 def _assert_same_weights(a, b) -> None:
-    items = ["generator/adapter_model.safetensors"] + (["scorer/scorer.safetensors"] if (a / "scorer").is_dir() else [])
+    items = ["adapter/adapter_model.safetensors"] + (["scorer/scorer.safetensors"] if (a / "scorer").is_dir() else [])
     for item in items:
         x, y = load_file(a / item), load_file(b / item)
         assert x.keys() == y.keys() and x, item
@@ -68,7 +68,7 @@ def _assert_same_rows(expected: list[dict], got: list[dict]) -> None:
 
 def _trained(out) -> None:
     """The generator LoRA moved off its initialisation (B = 0): equal weights prove something."""
-    lora = load_file(out / "generator" / "adapter_model.safetensors")
+    lora = load_file(out / "adapter" / "adapter_model.safetensors")
     assert any(bool(t.abs().sum() > 0) for name, t in lora.items() if "lora_B" in name)
 
 
@@ -80,7 +80,7 @@ def test_a_rows_sample_does_not_depend_on_the_prompts_beside_it(tiny_model_dir):
                "Problem: A much longer prompt than the others.\nSolution:", "Problem: a\nSolution:"]
 
     def gens(indices):  # the generators of these prompts: seeded by the prompt's index alone
-        return [g for i in indices for g in sequence_generators(7, 3, [i], "solve", 1, "cpu")]
+        return [g for i in indices for g in sequence_rngs(7, 3, [i], "solve", 1, "cpu")]
 
     def sample(order, batch_size):
         sampling = SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=16, batch_size=batch_size)
@@ -103,12 +103,12 @@ def test_a_rows_sample_does_not_depend_on_the_prompts_beside_it(tiny_model_dir):
 
 
 def test_sequence_seeds_depend_on_every_part_of_their_key():
-    draw = [float(torch.rand(1, generator=g)) for g in sequence_generators(0, 1, [0, 1], "synthesis", 2, "cpu")]
+    draw = [float(torch.rand(1, generator=g)) for g in sequence_rngs(0, 1, [0, 1], "synthesis", 2, "cpu")]
     assert len(set(draw)) == 4  # per problem and per sample
-    again = [float(torch.rand(1, generator=g)) for g in sequence_generators(0, 1, [1], "synthesis", 2, "cpu")]
+    again = [float(torch.rand(1, generator=g)) for g in sequence_rngs(0, 1, [1], "synthesis", 2, "cpu")]
     assert again == draw[2:]  # problem 1's samples whatever else is in the shard
     for other in ((1, 1, [0], "synthesis"), (0, 2, [0], "synthesis"), (0, 1, [0], "verifier")):
-        g = sequence_generators(*other, 1, "cpu")[0]
+        g = sequence_rngs(*other, 1, "cpu")[0]
         assert float(torch.rand(1, generator=g)) != draw[0], other
 
 

@@ -28,8 +28,8 @@ def test_gold_meta_train_writes_metrics_and_a_checkpoint(gold_checkpoint):
     assert trained, "every problem was skipped: the embedded model should parse its own samples"
     for key in ("outer_after", "gold_ce_before", "meta_grad_norm", "parse_rate", "s_max", "reward_mean"):
         assert key in trained[0]
-    assert (gold_checkpoint / "generator" / "adapter_config.json").is_file()
-    assert (gold_checkpoint / "generator" / "adapter_model.safetensors").is_file()
+    assert (gold_checkpoint / "adapter" / "adapter_config.json").is_file()
+    assert (gold_checkpoint / "adapter" / "adapter_model.safetensors").is_file()
     scorer = load_scorer(gold_checkpoint / "scorer")
     assert scorer.net[2].weight.abs().sum() > 0  # the meta-gradient moved the (zero-initialised) head
     info = json.loads((gold_checkpoint / "mass.json").read_text())
@@ -224,8 +224,8 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_run(tmp_path):
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), name
     from safetensors.torch import load_file
-    ga = load_file(straight / "generator" / "adapter_model.safetensors")
-    gb = load_file(killed / "generator" / "adapter_model.safetensors")
+    ga = load_file(straight / "adapter" / "adapter_model.safetensors")
+    gb = load_file(killed / "adapter" / "adapter_model.safetensors")
     for name in ga:
         assert torch.allclose(ga[name], gb[name], atol=1e-6), name
     rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (straight, killed)]

@@ -50,10 +50,10 @@ def test_solver_grpo_trains_a_lora_and_answers_with_it(tmp_path):
                  "solve_sampling.max_new_tokens=80"]) == 0
     rows = [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2] and "heldout_acc" in rows[0] and "reward_mean" in rows[1]
-    assert (ckpt / "generator" / "adapter_model.safetensors").is_file() and not (ckpt / "scorer").exists()
+    assert (ckpt / "adapter" / "adapter_model.safetensors").is_file() and not (ckpt / "scorer").exists()
     from safetensors.torch import load_file
 
-    lora_b = [v for k, v in load_file(ckpt / "generator" / "adapter_model.safetensors").items() if "lora_B" in k]
+    lora_b = [v for k, v in load_file(ckpt / "adapter" / "adapter_model.safetensors").items() if "lora_B" in k]
     assert any(v.abs().sum() > 0 for v in lora_b)  # zero-initialised; GRPO moved it
     assert main(["eval", "--method", "solver-grpo", "--checkpoint", str(ckpt), "--limit", "3", "--out", str(out),
                  "sampling.max_new_tokens=100"]) == 0

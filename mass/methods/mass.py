@@ -10,7 +10,7 @@ from __future__ import annotations
 from mass.adaptation import synthesise_adapt_answer
 from mass.checkpoint import load_meta_checkpoint
 from mass.errors import MassError
-from mass.methods import MethodContext
+from mass.methods.context import MethodContext
 from mass.problem import Problem
 
 
@@ -21,4 +21,4 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
         peft_model, scorer, phi0 = load_meta_checkpoint(ctx.model, ctx.cfg.checkpoint)
         ctx.state.update(peft=peft_model, scorer=scorer, phi0=phi0)
     return synthesise_adapt_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], ctx.state["scorer"],
-                            ctx.cfg.adapt, ctx.task, ctx.cfg.sampling, ctx.generator)
+                            ctx.cfg.adapt, ctx.task, ctx.cfg.sampling, ctx.rng)

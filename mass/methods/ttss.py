@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mass.adaptation import synthesise_adapt_answer
-from mass.methods import MethodContext, fresh_adapter
+from mass.methods.context import MethodContext, fresh_adapter
 from mass.problem import Problem
 
 
@@ -14,4 +14,4 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
     fresh_adapter(ctx)
     adapt_cfg = replace(ctx.cfg.adapt, weights="uniform")
     return synthesise_adapt_answer(ctx.state["peft"], ctx.tokenizer, problems, ctx.state["phi0"], None, adapt_cfg,
-                            ctx.task, ctx.cfg.sampling, ctx.generator)
+                            ctx.task, ctx.cfg.sampling, ctx.rng)

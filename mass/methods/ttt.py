@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from mass.adaptation import adapt_answer
 from mass.errors import MassError
-from mass.methods import MethodContext, fresh_adapter
+from mass.methods.context import MethodContext, fresh_adapter
 from mass.prompts import SynthExample
 from mass.tasks import load_task
 from mass.problem import Problem
@@ -32,7 +32,7 @@ def answer(problems: list[Problem], ctx: MethodContext) -> list[dict]:
                     for p in problems]
     records = adapt_answer(ctx.state["peft"], ctx.tokenizer, problems, example_sets, ctx.state["phi0"],
                                     None, replace(cfg.adapt, weights="uniform"), ctx.task, cfg.sampling,
-                                    ctx.generator)
+                                    ctx.rng)
     for r in records:
         r.update(n_dropped=0, seconds_generate=0.0)
     return records

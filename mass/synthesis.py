@@ -1,4 +1,5 @@
-"""The generator: the model writes itself m practice problems with worked answers for a target T.
+"""Synthesis: the generator (the model) writes itself m practice problems with worked answers
+for a target T.
 
 Samples m completions of the synthesis prompt (see mass/prompts.py) per target problem and
 parses each into a (problem p_i, worked answer a_i) pair. Unparseable samples are dropped and
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mass.models import Generators, SamplingConfig, generate, uses_chat_template
+from mass.models import Rng, SamplingConfig, generate, uses_chat_template
 from mass.prompts import SynthExample, parse_synthesised, synth_prompt
 
 
@@ -25,12 +26,12 @@ class Synthesis:
 
 
 def synthesise(model, tokenizer, targets: list[str], m: int, sampling: SamplingConfig,
-               generator: Generators = None) -> list[Synthesis]:
+               rng: Rng = None) -> list[Synthesis]:
     """m synthesised (p_i, a_i) per target problem, parsed; one batched sampling call for all.
-    `generator`: one for all samples, or a list of m per target, target-major (`models.generate`)."""
+    `rng`: one torch.Generator for all samples, or a list of m per target, target-major (`models.generate`)."""
     chat = uses_chat_template(tokenizer)
     prompts = [synth_prompt(t, chat) for t in targets for _ in range(m)]
-    completions = generate(model, tokenizer, prompts, sampling, generator)
+    completions = generate(model, tokenizer, prompts, sampling, rng)
     out = []
     for j in range(len(targets)):
         raw = completions[j * m : (j + 1) * m]

@@ -1,8 +1,8 @@
-"""The generator: m samples per target, parsed into (problem, solution) pairs; bad ones dropped and counted."""
+"""Synthesis: m samples per target, parsed into (problem, solution) pairs; bad ones dropped and counted."""
 
 import torch
 
-from mass.generator import synthesise
+from mass.synthesis import synthesise
 from mass.models import SamplingConfig
 from mass.prompts import parse_synthesised, synth_prompt
 
@@ -14,12 +14,12 @@ def test_samples_are_parsed_kept_in_order_and_the_unusable_counted(monkeypatch):
                    " What is $3+3$?\nSolution: no boxed answer"]      # dropped
     seen = {}
 
-    def fake_generate(model, tok, prompts, sampling, generator=None, **kwargs):
+    def fake_generate(model, tok, prompts, sampling, rng=None, **kwargs):
         seen["prompts"] = prompts
         return completions
 
-    monkeypatch.setattr("mass.generator.generate", fake_generate)
-    monkeypatch.setattr("mass.generator.uses_chat_template", lambda tok: False)
+    monkeypatch.setattr("mass.synthesis.generate", fake_generate)
+    monkeypatch.setattr("mass.synthesis.uses_chat_template", lambda tok: False)
     out = synthesise(None, None, ["T1", "T2"], m=2, sampling=SamplingConfig())
     assert seen["prompts"] == [synth_prompt("T1")] * 2 + [synth_prompt("T2")] * 2  # m per target, target order
     assert [s.n_dropped for s in out] == [1, 1]
@@ -34,7 +34,7 @@ def test_the_embedded_model_writes_parseable_examples():
 
     model, tok = load_model(None)
     out = synthesise(model, tok, ["What is the remainder when $100$ is divided by $7$?"], m=4,
-                     sampling=SamplingConfig(temperature=1.0, max_new_tokens=160), generator=torch.Generator().manual_seed(0))
+                     sampling=SamplingConfig(temperature=1.0, max_new_tokens=160), rng=torch.Generator().manual_seed(0))
     assert len(out) == 1 and len(out[0].completions) == 4
     assert len(out[0].examples) + out[0].n_dropped == 4 and out[0].examples  # the shipped model follows its format
     assert all(e.problem and e.solution and e.answer for e in out[0].examples)
