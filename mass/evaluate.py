@@ -60,6 +60,34 @@ class EvalConfig:
 
 
 # the settings only some methods read; any other method must leave them at their defaults
+@dataclass
+class Tuning:
+    """One adapting method's own inference settings (tuned on minimath-dev); null: eval.adapt's."""
+    lr: float | None = setting(None, "inner SGD learning rate")
+    steps: int | None = setting(None, "inner SGD steps K")
+    m: int | None = setting(None, "examples per problem")
+
+
+@dataclass
+class Tunings:
+    """Per-method inference settings, so that every adapting method runs at its own best
+    (`scripts/tune.py` measures them on minimath-dev, never on minimath-500). `mass table` and
+    `mass bench adapt` run each method with its own."""
+    # measured by `python scripts/tune.py --lrs 1 3 --steps 2 4` (results/tuning/tuning.md)
+    ttt: Tuning = nested(lambda: Tuning(lr=3.0, steps=2), "Base TTT")
+    ttss: Tuning = nested(lambda: Tuning(lr=1.0, steps=4), "Base TT-SS")
+    mass_gold: Tuning = nested(lambda: Tuning(lr=1.0, steps=2), "MASS_gold")
+    mass: Tuning = nested(lambda: Tuning(lr=1.0, steps=2), "MASS")
+
+
+def tuned_adapt(adapt: AdaptConfig, tuned: Tunings, method: str) -> AdaptConfig:
+    """`adapt` with `method`'s own tuned settings (if any) in place."""
+    tuning = getattr(tuned, method.replace("-", "_"), None)
+    if tuning is None:
+        return adapt
+    return replace(adapt, **{k: v for k, v in vars(tuning).items() if v is not None})
+
+
 METHOD_SETTINGS = {"base": (), "ttt": ("adapt", "lora", "train_data"), "ttss": ("adapt", "lora"),
                    "solver-grpo": ("checkpoint",), "mass-gold": ("adapt", "checkpoint"), "mass": ("adapt", "checkpoint")}
 OPTIONAL = ("adapt", "lora", "train_data", "checkpoint")

@@ -35,7 +35,7 @@ from mass.budget import SHARED, grpo_budget_from
 from mass.checkpoint import default_checkpoint, is_shipped
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
-from mass.evaluate import EvalConfig, only_used_settings
+from mass.evaluate import EvalConfig, Tunings, only_used_settings, tuned_adapt
 from mass.results import wilson_interval, write_json
 from mass.evaluate import run as run_eval
 from mass.meta_train import MetaTrainConfig
@@ -52,25 +52,6 @@ class Checkpoints:
     solver_grpo: str = setting("", "Solver GRPO checkpoint (`mass grpo`); empty: shipped, or out/checkpoints/solver-grpo")
     mass_gold: str = setting("", "MASS_gold checkpoint (outer=gold); empty: shipped, or out/checkpoints/mass-gold")
     mass: str = setting("", "MASS checkpoint (outer=verifier); empty: shipped, or out/checkpoints/mass")
-
-
-@dataclass
-class Tuning:
-    """One adapting method's own inference settings (tuned on minimath-dev); null: eval.adapt's."""
-    lr: float | None = setting(None, "inner SGD learning rate")
-    steps: int | None = setting(None, "inner SGD steps K")
-    m: int | None = setting(None, "examples per problem")
-
-
-@dataclass
-class Tunings:
-    """Per-method inference settings, so that every adapting method runs at its own best
-    (`scripts/tune.py` measures them on minimath-dev, never on minimath-500)."""
-    # measured by `python scripts/tune.py --lrs 1 3 --steps 2 4` (results/tuning/tuning.md)
-    ttt: Tuning = nested(lambda: Tuning(lr=3.0, steps=2), "Base TTT")
-    ttss: Tuning = nested(lambda: Tuning(lr=1.0, steps=4), "Base TT-SS")
-    mass_gold: Tuning = nested(lambda: Tuning(lr=1.0, steps=2), "MASS_gold")
-    mass: Tuning = nested(lambda: Tuning(lr=1.0, steps=2), "MASS")
 
 
 @dataclass
@@ -169,10 +150,7 @@ def run(cfg: TableConfig) -> dict:
 
 def method_adapt(cfg: TableConfig, method: str):
     """eval.adapt with the method's own tuned settings (if any) in place."""
-    tuning = getattr(cfg.tuned, method.replace("-", "_"), None)
-    if tuning is None:
-        return cfg.eval.adapt
-    return replace(cfg.eval.adapt, **{k: v for k, v in vars(tuning).items() if v is not None})
+    return tuned_adapt(cfg.eval.adapt, cfg.tuned, method)
 
 
 def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:

@@ -213,7 +213,8 @@ def test_table_settings_it_would_overwrite_are_errors_before_any_work(tmp_path, 
 
 
 def test_table_accepts_an_adapt_setting_no_tuned_value_replaces():
-    from mass.table import TableConfig, Tunings, Tuning
+    from mass.evaluate import Tuning, Tunings
+    from mass.table import TableConfig
 
     cfg = TableConfig(eval=EvalConfig(adapt=AdaptConfig(m=4)))  # no tuned m: it applies to every method
     assert cfg.eval.adapt.m == 4
