@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mass.checker import extract_boxed
+
 SYNTH_INSTRUCTION = "Write a new problem similar to this one, then solve it."
 CHAT_SOLVE_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 CHAT_SYNTH_FORMAT = ("Reply in exactly this format:\nNew problem: <the new problem>\nSolution: <its worked solution, "
@@ -66,8 +68,6 @@ def parse_synthesised(completion: str) -> SynthExample | None:
     Usable means: a non-empty problem, a solution on the following line that ends in a
     \\boxed{} answer, and no second "Problem:"/"New problem:" (run-on generations are cut there).
     """
-    from mass.checker import extract_boxed  # local import keeps this module light
-
     text = re.split(r"\n\s*(?:New problem|Problem):", completion, maxsplit=1)[0]
     m = _NEW.match(text)
     if m is None:

@@ -36,11 +36,13 @@ from mass.checkpoint import default_checkpoint, is_shipped
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.evaluate import EvalConfig, Tunings, only_used_settings, tuned_adapt
-from mass.results import wilson_interval, write_json
 from mass.evaluate import run as run_eval
-from mass.meta_train import MetaTrainConfig
-from mass.methods import METHODS
 from mass.grpo import SolverGRPOConfig
+from mass.grpo import run as train_solver
+from mass.meta_train import MetaTrainConfig
+from mass.meta_train import run as meta_train
+from mass.methods import METHODS
+from mass.results import wilson_interval, write_json
 
 TRAINED = ("solver-grpo", "mass-gold", "mass")  # methods that need a checkpoint
 LABELS = {"base": "Base", "ttt": "Base TTT", "ttss": "Base TT-SS", "solver-grpo": "Solver GRPO",
@@ -177,12 +179,8 @@ def ensure_checkpoint(method: str, cfg: TableConfig) -> Path:
                         "(run `mass table` without torchrun, or `mass meta-train` / `mass grpo`)")
     print(f"\n== training the {LABELS[method]} checkpoint into {path} ==")
     if method == "solver-grpo":
-        from mass.grpo import run as train_solver
-
         train_solver(replace(cfg.grpo, model=cfg.model, out=str(path), **grpo_budget_from(cfg.meta_train)))
     else:
-        from mass.meta_train import run as meta_train
-
         meta_train(replace(cfg.meta_train, model=cfg.model, out=str(path),
                            outer="gold" if method == "mass-gold" else "verifier"))
     return path

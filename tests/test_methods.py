@@ -264,7 +264,7 @@ def test_training_uses_the_tasks_own_prompt_and_reward(tiny_model_dir, tmp_path,
 
 
 def test_the_table_trains_solver_grpo_on_mass_budget(tmp_path, monkeypatch):
-    import mass.grpo
+    import mass.table
     from mass.budget import SHARED, grpo_budget_from
     from mass.meta_train import MetaTrainConfig
     from mass.grpo import SolverGRPOConfig
@@ -276,7 +276,7 @@ def test_the_table_trains_solver_grpo_on_mass_budget(tmp_path, monkeypatch):
     assert grpo_budget_from(meta) == {"data": "minimath-meta", "limit": 50, "heldout": 10, "steps": 7,
                                       "batch_size": 3, "seed": 5, "k": m.adapt.m + 3}
     trained = []
-    monkeypatch.setattr(mass.grpo, "run", lambda cfg: trained.append(cfg))
+    monkeypatch.setattr(mass.table, "train_solver", lambda cfg: trained.append(cfg))
     cfg = TableConfig(out=str(tmp_path), meta_train=meta, checkpoints=Checkpoints(solver_grpo=str(tmp_path / "sg")))
     ensure_checkpoint("solver-grpo", cfg)
     assert [(c.steps, c.batch_size, c.seed, c.limit, c.heldout, c.k, c.out) for c in trained] == [

@@ -19,6 +19,7 @@ import functools
 import random
 from collections.abc import Iterator
 
+from mass.checker import is_equivalent
 from mass.minimath.templates import BY_SUBJECT, SUBJECTS, TEMPLATES, Template, match_template, render, solve_text
 from mass.problem import Problem
 
@@ -188,8 +189,6 @@ def grade_synthesised(target: str, problem: str, answer: str) -> dict:
     recognised: the problem is in a MiniMath wording (so its true answer can be computed);
     correct: its boxed answer equals that true answer (Math-Verify); similar: same template as T.
     """
-    from mass.checker import is_equivalent
-
     solved, of_target = solve_text(problem), solve_text(target)
     if solved is None:
         return {"recognised": False, "correct": None, "similar": False, "true_answer": None}
