@@ -92,12 +92,12 @@ def use_lora(model, phi: Params) -> Iterator[None]:
 
 
 def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
-                     task, answer_sampling: SamplingConfig, rng: torch.Generator | None) -> list[dict]:
+                            task, answer_sampling: SamplingConfig, rng: torch.Generator | None) -> list[dict]:
     """For each problem: synthesise m examples, weight them, adapt phi0 -> phi_K, answer with phi_K.
 
-    Synthesis is one batched sampling call for all `problems`; each problem is then adapted and
-    answered on its own. A problem whose samples all fail to parse is answered with phi0 (the
-    unadapted model) and its record says `adapted: false`.
+    Synthesis is one batched sampling call for all `problems`; adapting and answering are batched
+    too (`adapt_answer`), each problem with its own LoRA values. A problem whose samples all fail
+    to parse is answered with phi0 (the unadapted model) and its record says `adapted: false`.
     """
     if cfg.weights == "scorer" and scorer is None:
         raise MassError("weights=scorer needs a meta-trained scorer (--checkpoint DIR), or use weights=uniform")
@@ -106,7 +106,7 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
         syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, rng)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
     records = adapt_answer(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
-                                    task, answer_sampling, rng)
+                           task, answer_sampling, rng)
     for record, syn in zip(records, syntheses):
         record.update(n_dropped=syn.n_dropped, seconds_generate=round(generate_seconds, 4))
         if syn.n_dropped:  # what the model wrote that could not be used, to see why (first 2, cut)
@@ -121,10 +121,21 @@ def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[Synth
     """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
 
     `cfg.batch_problems` problems at a time share every forward pass of the inner steps, each with
-    its own LoRA values (mass/batched.py); then all problems are answered together, in batches of
-    `answer_sampling.batch_size` like Base. With no examples a problem is answered by phi0 and its
-    record says `adapted: false`.
+    its own LoRA values (mass/batched.py); then `answer_sampling.batch_size` problems at a time
+    (as many adapted LoRA values as are held at once) are answered in one generation, like Base.
+    With no examples a problem is answered by phi0 and its record says `adapted: false`.
     """
+    records = []
+    for start in range(0, len(problems), answer_sampling.batch_size):
+        part = slice(start, start + answer_sampling.batch_size)
+        records += _adapt_answer_batch(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg,
+                                       task, answer_sampling, rng)
+    return records
+
+
+def _adapt_answer_batch(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
+                        scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
+                        rng: torch.Generator | None) -> list[dict]:
     records, phis = [], []
     for start in range(0, len(problems), cfg.batch_problems):
         part = slice(start, start + cfg.batch_problems)

@@ -59,7 +59,6 @@ class EvalConfig:
             raise MassError(f"out must be a .json path, got '{self.out}'")
 
 
-# the settings only some methods read; any other method must leave them at their defaults
 @dataclass
 class Tuning:
     """One adapting method's own inference settings (tuned on minimath-dev); null: eval.adapt's."""
@@ -88,6 +87,7 @@ def tuned_adapt(adapt: AdaptConfig, tuned: Tunings, method: str) -> AdaptConfig:
     return replace(adapt, **{k: v for k, v in vars(tuning).items() if v is not None})
 
 
+# the settings only some methods read; any other method must leave them at their defaults
 METHOD_SETTINGS = {"base": (), "ttt": ("adapt", "lora", "train_data"), "ttss": ("adapt", "lora"),
                    "solver-grpo": ("checkpoint",), "mass-gold": ("adapt", "checkpoint"), "mass": ("adapt", "checkpoint")}
 OPTIONAL = ("adapt", "lora", "train_data", "checkpoint")

@@ -213,9 +213,9 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, batch: StepBat
 
 
 def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0, batch, s, live,
-                    cfg: MetaTrainConfig, gens: list[torch.Generator], device):
+                    cfg: MetaTrainConfig, rngs: list[torch.Generator], device):
     """(L_outer as a function of phi, L_solve at theta, diagnostics) for one target T; `gold` is
-    T's gold solution as an SFT batch (`gold_batch`); `gens`: one rng for each of the
+    T's gold solution as an SFT batch (`gold_batch`); `rngs`: one for each of the
     verifier's k solutions (unused under outer=gold)."""
     prompt = task.render_prompt(target, uses_chat_template(tok))
     if cfg.outer == "gold":
@@ -225,7 +225,7 @@ def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0,
     # The meta-gradient call recomputes these K steps; they are cheap next to the sampling.
     phi_K = adapt(model, phi0, batch, s.detach(), cfg.adapt.lr, cfg.adapt.steps)[-1]
     with use_lora(model, phi_K):
-        solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, gens)
+        solutions = generate(model, tok, [prompt] * cfg.k, cfg.solve_sampling, rngs)
     rewards = torch.tensor(task.reward(target, solutions))
     adv = group_advantages(rewards)
     sols = make_sft_batch(tok, [prompt] * cfg.k, solutions, device)
@@ -260,8 +260,8 @@ def evaluate_heldout(model, tok, task: Task, scorer, heldout: list, cfg: MetaTra
     if not heldout:
         return {}
     phi0 = lora_params(model)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
-    syntheses = synthesise(model, tok, [t.problem for t in heldout], cfg.adapt.m, cfg.adapt.synth, gen)
+    rng = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
+    syntheses = synthesise(model, tok, [t.problem for t in heldout], cfg.adapt.m, cfg.adapt.synth, rng)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=cfg.solve_sampling.max_new_tokens)
 
     before, after, correct_before, correct_after, groups = [], [], [], [], []

@@ -259,8 +259,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
         with around_batch(idx) if around_batch else contextlib.nullcontext() as keep_rows:
-            gens = [rng[i] for i in idx] if isinstance(rng, list) else rng
-            tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, gens, keep_rows)
+            rows_rng = [rng[i] for i in idx] if isinstance(rng, list) else rng
+            tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, rows_rng, keep_rows)
         for row, i in enumerate(idx):
             out[i] = _cut(tokenizer.decode(tokens[row], skip_special_tokens=True), sampling.stop)
     return out
@@ -281,11 +281,14 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
 
     Finished rows leave the batch once they are a quarter of it (a batch runs as long as its
     longest row: a third of the work was on finished rows), and `keep_rows(positions)` hears of
-    it. A row's tokens do not depend on its batch-mates with greedy decoding or one generator per
-    row; with one shared generator, which rows are left decides the draws (still seeded)."""
+    it; only with our own cache (`reserved_cache`): other caches (linear attention, convolution
+    states) would keep the dropped rows' states. A row's tokens do not depend on its batch-mates
+    with greedy decoding or one rng per row; with one shared rng, which rows are left decides the
+    draws (still seeded)."""
     B = input_ids.shape[0]
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     past = reserved_cache(model, input_ids.shape[1] + sampling.max_new_tokens)
+    can_drop_rows = past is not None
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=past,
                 use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1]
@@ -296,17 +299,17 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # of the rows alive
     for step in range(sampling.max_new_tokens):
         next_tok = _pick(logits.float(), sampling, rng)  # (rows alive,)
-        writing = alive[~done]
-        tokens[writing, step] = next_tok[~done]
-        length[writing] = step + 1
+        tokens[alive, step] = torch.where(done, pad_id, next_tok)  # (no host sync: a GPU keeps going)
+        length[alive] = torch.where(done, length[alive], step + 1)
         done |= torch.isin(next_tok, eos)
         n_done = int(done.sum())
         if n_done == len(alive) or step + 1 == sampling.max_new_tokens:
             break
-        if 4 * n_done >= len(alive) and hasattr(past, "batch_select_indices"):
+        if can_drop_rows and 4 * n_done >= len(alive):
             keep = (~done).nonzero().squeeze(1)
             past.batch_select_indices(keep)
-            alive, done, next_tok, mask, position_ids = alive[keep], done[keep], next_tok[keep], mask[keep], position_ids[keep]
+            alive, done, next_tok = alive[keep], done[keep], next_tok[keep]
+            mask, position_ids = mask[keep], position_ids[keep]
             if isinstance(rng, list):
                 rng = [rng[int(i)] for i in keep]
             if keep_rows is not None:
@@ -339,9 +342,8 @@ class ReservedLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         if end > self._keys.shape[-2]:  # more than reserved: grow (by doubling), never fail
             grow = max(end, 2 * self._keys.shape[-2]) - self._keys.shape[-2]
-            self._keys = torch.cat([self._keys, self._keys.new_empty(*self._keys.shape[:2], grow, self._keys.shape[-1])], -2)
-            self._values = torch.cat([self._values, self._values.new_empty(*self._values.shape[:2], grow,
-                                                                           self._values.shape[-1])], -2)
+            self._keys, self._values = (torch.cat([t, t.new_empty(*t.shape[:2], grow, t.shape[-1])], -2)
+                                        for t in (self._keys, self._values))
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
         self.length = end
@@ -352,6 +354,22 @@ class ReservedLayer(DynamicLayer):
         if self.is_initialized:
             self._keys, self._values = self._keys[indices], self._values[indices]
             self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+
+    def reset(self) -> None:
+        super().reset()
+        self.length = 0
+
+    def crop(self, tokens_to_remove: int) -> None:  # what `_sample` never needs: refused, not half done
+        raise NotImplementedError("ReservedLayer does not crop")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("ReservedLayer does not repeat rows")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("ReservedLayer does not reorder rows (use batch_select_indices)")
+
+    def offload(self) -> None:
+        raise NotImplementedError("ReservedLayer is not offloaded")
 
 
 def reserved_cache(model: PreTrainedModel, capacity: int) -> DynamicCache | None:
@@ -381,7 +399,7 @@ def _pick(logits: torch.Tensor, sampling: SamplingConfig, rng: Rng) -> torch.Ten
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter(-1, sorted_i, sorted_p)
     if isinstance(rng, list):  # one draw per row: a row's token never depends on the other rows
-        return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, rng)])
+        return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, rng, strict=True)])
     return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
 
 

@@ -48,12 +48,12 @@ class SynthConfig:
 def run(cfg: SynthConfig) -> dict:
     problems = load_task(cfg.data).load(cfg.limit)
     model, tok = load_model(cfg.model or None)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
     rows, t0 = [], time.perf_counter()
     batch = max(1, cfg.sampling.batch_size // cfg.m)
     for start in tqdm(range(0, len(problems), batch), desc="synthesise", dynamic_ncols=True):
         part = problems[start : start + batch]
-        for p, syn in zip(part, synthesise(model, tok, [p.problem for p in part], cfg.m, cfg.sampling, gen)):
+        for p, syn in zip(part, synthesise(model, tok, [p.problem for p in part], cfg.m, cfg.sampling, rng)):
             graded = [grade_synthesised(p.problem, e.problem, e.answer) | {"problem": e.problem, "solution": e.solution,
                       "answer": e.answer} for e in syn.examples]
             rows.append({"id": p.id, "subject": p.subject, "target": p.problem, "n_parsed": len(syn.examples),

@@ -50,7 +50,7 @@ def sequence_seed(seed: int, step: int, index: int, purpose: str, sample: int) -
 
 
 def sequence_rngs(seed: int, step: int, indices: Sequence[int], purpose: str, n: int,
-                        device) -> list[torch.Generator]:
+                  device) -> list[torch.Generator]:
     """n random generators per problem, problem-major (the order in which `synthesise` and `grpo_step`
     lay out their prompts): each sequence draws from its own, so its sample is the same whichever
     rank, batch or neighbours it is sampled with (`models.generate` with a list of rngs)."""
@@ -71,7 +71,7 @@ class StepBatch:
     def rngs(self, purpose: str, n: int, indices: Sequence[int] | None = None) -> list[torch.Generator]:
         """n random generators for each of this share's problems (or of `indices`); see `sequence_rngs`."""
         return sequence_rngs(self.seed, self.step, self.indices if indices is None else indices, purpose, n,
-                                   self.device)
+                             self.device)
 
 
 def step_batch(train: list, seed: int, step: int, batch_size: int, device) -> StepBatch:

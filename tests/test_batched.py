@@ -79,13 +79,15 @@ def test_answers_batched_equal_answers_one_at_a_time(peft_model, tiny_tokenizer)
     phi0 = lora_params(peft_model)
     task = Task(name="toy", load=lambda limit: PROBLEMS)
     answers = {}
-    for together in (1, 3):
+    for together, answered_together in ((1, 64), (3, 64), (3, 2)):  # inner steps / answers batched by so many
         cfg = AdaptConfig(m=3, steps=2, lr=0.5, weights="uniform", batch_problems=together)
         records = adapt_answer(peft_model, tiny_tokenizer, PROBLEMS, EXAMPLE_SETS, phi0, None, cfg, task,
-                                        SamplingConfig(max_new_tokens=12), None)
-        answers[together] = [r["generated"] for r in records]
+                               SamplingConfig(max_new_tokens=12, batch_size=answered_together), None)
+        answers[together, answered_together] = [r["generated"] for r in records]
         assert [r["adapted"] for r in records] == [True, False, True]
-    assert answers[1] == answers[3]
+    assert answers[1, 64] == answers[3, 64] == answers[3, 2]
+    assert adapt_answer(peft_model, tiny_tokenizer, [], [], phi0, None, cfg, task, SamplingConfig(), None) == []
+    answers[3] = answers[3, 64]
     base = adapt_answer(peft_model, tiny_tokenizer, PROBLEMS, [[], [], []], phi0, None,
                                  AdaptConfig(weights="uniform"), task, SamplingConfig(max_new_tokens=12), None)
     assert base[1]["generated"] == answers[3][1]  # unadapted problem: phi0's answer

@@ -36,12 +36,13 @@ def test_bench_metagrad_rejects_bad_settings_before_any_work(capsys):
 @pytest.mark.slow
 def test_bench_adapt_breaks_down_each_methods_seconds(tmp_path, tiny_model_dir):
     assert main(["bench", "adapt", f"model={tiny_model_dir}", "methods=[base,ttss]", "limit=2",
-                 "tuned.ttss.steps=1", f"out={tmp_path}", "name=tiny"]) == 0
+                 "tuned.ttss.steps=1", "tuned.ttss.m=3", f"out={tmp_path}", "name=tiny"]) == 0
     result = json.loads((tmp_path / "adapt-tiny.json").read_text())
     base, ttss = result["rows"]
     assert (base["method"], ttss["method"], base["n"]) == ("base", "ttss", 2)
-    assert (base["setting"], ttss["setting"]) == ("", "K=1, lr=1, m=6")  # the method's own tuned settings
+    assert (base["setting"], ttss["setting"]) == ("", "K=1, lr=1, m=3")  # the method's own tuned settings
     assert base["generate"] == 0 and base["answer"] == base["seconds"]
     assert ttss["generate"] > 0 and ttss["update"] > 0 and ttss["answer"] > 0
     assert ttss["generate"] + ttss["score"] + ttss["update"] + ttss["answer"] <= ttss["seconds"] * 1.05
     assert result["floor_seconds"] == pytest.approx((result["m"] + 1) * base["seconds"], rel=1e-3)
+    assert ttss["x_floor"] == pytest.approx(ttss["seconds"] / (4 * base["seconds"]), abs=0.01)  # its own m=3

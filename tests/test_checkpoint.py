@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from mass.checkpoint import (discard_unfinished_write, load_meta_checkpoint, load_train_state, read_meta_info,
-                             save_meta_checkpoint)
+                             resume_or_start, save_meta_checkpoint)
 from mass.errors import MassError
-from mass.models import attach_lora
+from mass.models import LoraSettings, attach_lora
 from mass.scorer import Scorer
 from tests.conftest import tiny_llama
 
@@ -145,3 +145,12 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, tiny_tokenizer, damage)
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a file cut short
     with pytest.raises(MassError, match="damaged"):
         load_meta_checkpoint(tiny_llama(tiny_tokenizer), tmp_path)
+
+
+def test_resuming_from_an_adapter_folder_without_its_config_is_a_clear_error(tmp_path, tiny_tokenizer):
+    """Not a silent fresh start, which would clear metrics.jsonl and overwrite the checkpoint."""
+    save_meta_checkpoint(tmp_path, *_checkpoint(tiny_tokenizer, 1))
+    (tmp_path / "adapter" / "adapter_config.json").unlink()
+    with pytest.raises(MassError, match="cannot resume"):
+        resume_or_start(tiny_llama(tiny_tokenizer), tmp_path, LoraSettings(rank=4), seed=0, resume=True)
+    assert (tmp_path / "train_state.pt").is_file()

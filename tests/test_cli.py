@@ -7,6 +7,7 @@ import dataclasses
 import warnings
 
 import pytest
+from transformers.utils import logging as hf_logging
 
 from mass.cli import COMMANDS, _config_class, command_parser, main, quiet_libraries
 
@@ -46,13 +47,22 @@ def test_mistakes_are_one_error_line_and_status_2(argv, message, capsys):
 
 
 def test_libraries_are_quiet_unless_verbose():
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        quiet_libraries(verbose=False)
-        warnings.warn("transformers says this will change", FutureWarning)
-        assert seen == []
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        quiet_libraries(verbose=True)
-        warnings.warn("transformers says this will change", FutureWarning)
-        assert [w.category for w in seen] == [FutureWarning]
+    """Normal runs hide the libraries' deprecation warnings, log lines and weight-loading bars;
+    -v shows them."""
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            quiet_libraries(verbose=False)
+            warnings.warn("transformers says this will change", FutureWarning)
+            assert seen == []
+            assert hf_logging.get_verbosity() == hf_logging.ERROR and not hf_logging.is_progress_bar_enabled()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            quiet_libraries(verbose=True)
+            warnings.warn("transformers says this will change", FutureWarning)
+            assert [w.category for w in seen] == [FutureWarning]
+            assert hf_logging.get_verbosity() == hf_logging.WARNING and hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()

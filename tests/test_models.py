@@ -1,6 +1,7 @@
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
+from transformers import AutoModelForCausalLM, DynamicCache, MistralConfig, MistralForCausalLM
+from transformers.cache_utils import Cache
 
 from mass.errors import MassError
 from mass.models import SamplingConfig, attach_lora, generate, load_model, reserved_cache
@@ -158,3 +159,54 @@ def test_merged_lora_generates_what_the_adapter_does_and_restores_the_weights(ti
     assert merged == plain and plain != without  # the LoRA matters, and merging keeps it
     for n, p in peft_model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+def _early_stopping(monkeypatch, tok, every: int = 3):
+    """Many end tokens (every `every`-th id), so that rows finish at different steps and leave the batch."""
+    from mass import models
+
+    monkeypatch.setattr(models, "stop_ids", lambda model, tokenizer: list(range(5, len(tok), every)))
+    dropped = []
+    select = models.ReservedLayer.batch_select_indices
+    monkeypatch.setattr(models.ReservedLayer, "batch_select_indices",
+                        lambda layer, positions: (dropped.append(len(positions)), select(layer, positions)))
+    return dropped
+
+
+def test_sampled_rows_with_their_own_rngs_are_the_same_alone_when_rows_leave_the_batch(tiny_model_dir, monkeypatch):
+    model, tok = load_model(str(tiny_model_dir))
+    dropped = _early_stopping(monkeypatch, tok)
+    prompts = [f"Problem: {i} + {i}\nSolution:" for i in range(8)]
+    sampling = SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=24, batch_size=8)
+
+    def rngs(indices):
+        return [torch.Generator().manual_seed(100 + i) for i in indices]
+
+    together = generate(model, tok, prompts, sampling, rngs(range(8)))
+    assert dropped  # rows did leave the batch
+    alone = [generate(model, tok, [p], sampling, rngs([i]))[0] for i, p in enumerate(prompts)]
+    assert len({len(a) for a in alone}) > 1 and together == alone
+
+
+def test_a_model_with_its_own_cache_layers_samples_without_dropping_rows(tiny_tokenizer, monkeypatch):
+    """Sliding-window (or linear-attention) caches keep per-row state our row dropping would not
+    cut: such a model keeps its own cache and every row to the end."""
+    config = MistralConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=6,
+                           bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+                           pad_token_id=tiny_tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config).eval()
+    assert reserved_cache(model, 16) is None
+    _early_stopping(monkeypatch, tiny_tokenizer, every=11)
+    dropped = []
+    monkeypatch.setattr(Cache, "batch_select_indices", lambda cache, positions: dropped.append(positions))
+    prompts = [f"Problem: {i} + {i}\nSolution:" for i in range(6)]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=20, batch_size=6)
+
+    def rngs(indices):
+        return [torch.Generator().manual_seed(7 + i) for i in indices]
+
+    together = generate(model, tiny_tokenizer, prompts, sampling, rngs(range(6)))
+    alone = [generate(model, tiny_tokenizer, [p], sampling, rngs([i]))[0] for i, p in enumerate(prompts)]
+    assert not dropped and len({len(a) for a in alone}) > 1 and together == alone
