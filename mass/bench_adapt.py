@@ -14,7 +14,6 @@ OUT/adapt-NAME.json and .md; like `mass table` it orchestrates `mass eval` runs.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from mass.errors import MassError
 from mass.evaluate import EvalConfig, Tunings, tuned_adapt
 from mass.evaluate import run as run_eval
 from mass.methods import METHODS
+from mass.results import write_report
 
 ADAPTING = ("ttt", "ttss", "mass-gold", "mass")
 PARTS = ("generate", "score", "update", "answer")
@@ -69,13 +69,8 @@ def run(cfg: AdaptBenchConfig) -> dict:
         row["x_floor"] = round(row["seconds"] / ((row["m"] or m) + 1) / rows[0]["seconds"], 2)
     result = {"config": config_to_dict(cfg), "threads": torch.get_num_threads(), "m": m,
               "floor_seconds": round(floor, 4), "rows": rows}
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or f"{Path(cfg.data).stem}-{cfg.limit or 'all'}"
-    (out / f"adapt-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"adapt-{name}.md").write_text(format_table(result) + "\n")
-    print(format_table(result))
-    print(f"wrote {out / f'adapt-{name}.json'} and .md")
+    write_report(result, format_table(result), Path(cfg.out), f"adapt-{name}")
     return result
 
 

@@ -28,7 +28,6 @@ or a path to a config.json.
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing
 import os
 import platform
@@ -48,6 +47,7 @@ from mass.errors import MassError
 from mass.inner import SFTBatch, example_losses, inner_loss
 from mass.models import DTYPES, EMBEDDED_MODEL, attach_lora, load_model
 from mass.recompute import META_GRADS
+from mass.results import write_report
 from mass.training import training_device
 
 MODES = ("sft", "unrolled", "hybrid", "hybrid-recompute")
@@ -120,13 +120,7 @@ def run(cfg: MetaGradBenchConfig) -> dict:
         if reference is not None:
             row["ds_reference"] = reference["mode"]
     _add_ratios(result["rows"])
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = cfg.name or _default_name(cfg)
-    (out / f"metagrad-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"metagrad-{name}.md").write_text(format_table(result) + "\n")
-    print(format_table(result))
-    print(f"wrote {out / f'metagrad-{name}.json'} and .md")
+    write_report(result, format_table(result), Path(cfg.out), f"metagrad-{cfg.name or _default_name(cfg)}")
     return result
 
 

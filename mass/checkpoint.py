@@ -218,11 +218,12 @@ def resume_or_start(base, out: Path, lora, seed: int, resume: bool) -> tuple[obj
     if resume and dist.is_main():
         discard_unfinished_write(out)
     dist.barrier()  # no rank reads the checkpoint before it is whole
-    if resume and adapter_dir(out) is None and any((out / name).exists() for name in (ADAPTER, OLD_ADAPTER)):
+    folder = adapter_dir(out) if resume else None
+    if resume and folder is None and any((out / name).exists() for name in (ADAPTER, OLD_ADAPTER)):
         raise MassError(f"cannot resume from {out}: its {ADAPTER}/ folder has no adapter_config.json (an "
                         "incomplete checkpoint); start afresh without --resume, or into another directory")
-    if resume and adapter_dir(out) is not None:
-        model = PeftModel.from_pretrained(base, adapter_dir(out), is_trainable=True)
+    if folder is not None:
+        model = PeftModel.from_pretrained(base, folder, is_trainable=True)
         state = load_train_state(out / "train_state.pt")
         dist.print0(f"resuming from step {state['step']} in {out}")
         if dist.is_main():

@@ -33,8 +33,8 @@ from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
 from mass.tasks import Task, load_task
-from mass.training import (StepBatch, require_shardable, run_steps, solve_sampling_default, split_training_problems,
-                           tensorboard_writer, training_device)
+from mass.training import (StepBatch, join_ranks, run_steps, solve_sampling_default, split_training_problems,
+                           training_device)
 
 
 @dataclass
@@ -67,8 +67,7 @@ class SolverGRPOConfig:
 
 
 def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
-    require_shardable(cfg.batch_size)
-    dist.init("gloo" if cfg.device == "cpu" else None)  # joins the process group under torchrun
+    join_ranks(cfg.batch_size, cfg.device)
     out = Path(cfg.out)
     task = load_task(cfg.data)
     train, heldout = split_training_problems(task, cfg.limit, cfg.heldout, cfg.batch_size)
@@ -79,18 +78,15 @@ def run(cfg: SolverGRPOConfig, resume: bool = False) -> Path:
     opt = torch.optim.Adam(live.values(), lr=cfg.lr)
     if state is not None:
         opt.load_state_dict(state["opt"])
-    writer = tensorboard_writer(out) if cfg.tensorboard and dist.is_main() else None
     info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "kind": "solver-grpo",
             "config": config_to_dict(cfg)}
 
-    if dist.is_main():  # rank 0 alone writes into out
-        out.mkdir(parents=True, exist_ok=True)
     run_steps(cfg, out, start, train, device, "solver grpo",
               step=lambda batch: grpo_step(model, tok, task, live, batch, cfg, device),
               params=live.values(), optimizers=[opt],
               evaluate=lambda: heldout_accuracy(model, tok, task, heldout, cfg),
               save=lambda step: save_meta_checkpoint(out, model, None, info, {"step": step, "opt": opt.state_dict()}),
-              writer=writer, postfix=("reward_mean",))
+              postfix=("reward_mean",))
     dist.print0(f"saved Solver GRPO checkpoint to {out}")
     return out
 

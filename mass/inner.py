@@ -114,20 +114,27 @@ class MetaGrad:
 
 
 def meta_grad_hybrid(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
-                     steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
-    """dL_outer(phi_K)/ds by the forward-over-reverse adjoint recurrence (module docstring)."""
+                     steps: int, outer_loss: Callable[[Params], torch.Tensor],
+                     grad_and_losses: Callable[[Params], tuple[Params, torch.Tensor]] | None = None) -> MetaGrad:
+    """dL_outer(phi_K)/ds by the forward-over-reverse adjoint recurrence (module docstring).
+
+    `grad_and_losses(phi) -> (grad L_in, l)` is the function pushed forward along lambda; by
+    default `grad(inner_loss)` and `example_losses`, and mass/recompute.py passes one that holds
+    one decoder block's activations at a time (`meta_grad=hybrid-recompute`)."""
     s = s.detach()
+    if grad_and_losses is None:
+        inner_grad = grad(lambda phi: inner_loss(model, phi, batch, s))
+        grad_and_losses = lambda phi: (inner_grad(phi), example_losses(model, phi, batch))  # noqa: E731
     trajectory = adapt(model, phi0, batch, s, alpha, steps)
     lam, value = grad_and_value(outer_loss)(trajectory[-1])  # lambda_K = grad L_outer(phi_K)
     lam = {n: t.detach() for n, t in lam.items()}
     ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
-    inner_grad = grad(lambda phi: inner_loss(model, phi, batch, s))
     for k in reversed(range(steps)):
         phi_k = trajectory[k]
         if k > 0:  # fused: (grad L_in, l_vec) pushed forward along lambda -> (H_k lambda, c_k)
-            _, (h_lam, c) = jvp(lambda phi: (inner_grad(phi), example_losses(model, phi, batch)), (phi_k,), (lam,))
+            _, (h_lam, c) = jvp(grad_and_losses, (phi_k,), (lam,))
             lam = {n: (lam[n] - alpha * h_lam[n]).detach() for n in lam}
-        else:
+        else:  # lambda_0 is never used: a forward-mode pass of the losses alone keeps no activations
             _, c = jvp(lambda phi: example_losses(model, phi, batch), (phi_k,), (lam,))
         ds = ds - alpha * c.detach()
     return MetaGrad(ds=ds, outer_loss=float(value), phi_K=trajectory[-1])

@@ -55,8 +55,8 @@ from mass.recompute import META_GRADS
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
 from mass.tasks import Task, load_task
-from mass.training import (StepBatch, require_shardable, run_steps, solve_sampling_default, split_training_problems,
-                           tensorboard_writer, training_device)
+from mass.training import (StepBatch, join_ranks, run_steps, solve_sampling_default, split_training_problems,
+                           training_device)
 
 
 def _train_adapt() -> AdaptConfig:
@@ -107,8 +107,7 @@ class MetaTrainConfig:
 
 
 def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
-    require_shardable(cfg.batch_size)
-    dist.init("gloo" if cfg.device == "cpu" else None)  # joins the process group under torchrun
+    join_ranks(cfg.batch_size, cfg.device)
     out = Path(cfg.out)
     task = load_task(cfg.data)
     train, heldout = split_training_problems(task, cfg.limit, cfg.heldout, cfg.batch_size)
@@ -131,12 +130,9 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
         opt_scorer.load_state_dict(state["opt_scorer"])
         if opt_gen is not None and state.get("opt_gen"):
             opt_gen.load_state_dict(state["opt_gen"])
-    writer = tensorboard_writer(out) if cfg.tensorboard and dist.is_main() else None
     info = {"model": cfg.model, "model_path": resolve_model_name(cfg.model or None), "outer": cfg.outer,
             "config": config_to_dict(cfg)}
 
-    if dist.is_main():  # rank 0 alone writes into out
-        out.mkdir(parents=True, exist_ok=True)
     optimizers = [opt_scorer] + ([opt_gen] if opt_gen is not None else [])
 
     def save(step: int) -> None:
@@ -148,7 +144,7 @@ def run(cfg: MetaTrainConfig, resume: bool = False) -> Path:
               step=lambda batch: meta_step(model, tok, task, scorer, live, batch, cfg, device),
               params=[*scorer.parameters(), *live.values()], optimizers=optimizers,
               evaluate=lambda: evaluate_heldout(model, tok, task, scorer, heldout, cfg, device), save=save,
-              writer=writer, postfix=("outer_after", "parse_rate"))
+              postfix=("outer_after", "parse_rate"))
     dist.print0(f"saved MASS checkpoint to {out}")
     return out
 

@@ -228,6 +228,14 @@ def merged_lora(model) -> Iterator[None]:
                 weight.copy_(original)
 
 
+def length_sorted_batches(lengths: list[int], size: int) -> Iterator[list[int]]:
+    """Indices in order of length, `size` at a time: rows of similar lengths pad less. Callers put
+    each batch's results back by index."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
              sampling: SamplingConfig, rng: Rng = None,
@@ -248,11 +256,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     if isinstance(rng, list) and len(rng) != len(prompts):
         raise ValueError(f"{len(rng)} random generators for {len(prompts)} prompts: give one per prompt")
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths pad less
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
-    for start in range(0, len(order), sampling.batch_size):
-        idx = order[start : start + sampling.batch_size]
+    for idx in length_sorted_batches([len(ids) for ids in encoded], sampling.batch_size):
         batch = [encoded[i] for i in idx]
         width = max(len(ids) for ids in batch)
         pad = tokenizer.pad_token_id
@@ -294,13 +300,12 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
     past, logits = out.past_key_values, out.logits[:, -1]
     eos = torch.tensor(eos_ids, device=input_ids.device)
     alive = torch.arange(B, device=input_ids.device)  # the original row of each row still in the batch
+    # each row's tokens; what a finished row gets after its EOS (pad, or nothing once it left) is cut
     tokens = torch.full((B, sampling.max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
-    length = torch.zeros(B, dtype=torch.long, device=input_ids.device)  # tokens kept, EOS included
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # of the rows alive
     for step in range(sampling.max_new_tokens):
         next_tok = _pick(logits.float(), sampling, rng)  # (rows alive,)
-        tokens[alive, step] = torch.where(done, pad_id, next_tok)  # (no host sync: a GPU keeps going)
-        length[alive] = torch.where(done, length[alive], step + 1)
+        tokens[alive, step] = next_tok
         done |= torch.isin(next_tok, eos)
         n_done = int(done.sum())
         if n_done == len(alive) or step + 1 == sampling.max_new_tokens:
@@ -320,7 +325,7 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
         out = model(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position_ids,
                     past_key_values=past, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
-    return [_until_eos(row[:n], eos_ids) for row, n in zip(tokens.tolist(), length.tolist())]
+    return [_until_eos(row, eos_ids) for row in tokens[:, : step + 1].tolist()]
 
 
 class ReservedLayer(DynamicLayer):

@@ -27,12 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call, grad_and_value, jvp, vjp
+from torch.func import functional_call, vjp
 from transformers.masking_utils import create_causal_mask
 
 from mass.errors import MassError
-from mass.inner import (MetaGrad, Params, SFTBatch, adapt, answer_ce, example_losses, meta_grad_hybrid,
-                        meta_grad_unrolled)
+from mass.inner import MetaGrad, Params, SFTBatch, answer_ce, meta_grad_hybrid, meta_grad_unrolled
 
 
 @dataclass
@@ -128,18 +127,8 @@ def meta_grad_hybrid_recompute(model: torch.nn.Module, phi0: Params, batch: SFTB
     s = s.detach()
     decoder = decoder_of(model)  # once, and before any work: a model it cannot split is an error now
     split_by_layer(decoder, phi0)
-    trajectory = adapt(model, phi0, batch, s, alpha, steps)
-    lam, value = grad_and_value(outer_loss)(trajectory[-1])
-    lam = {n: t.detach() for n, t in lam.items()}
-    ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
-    for k in reversed(range(steps)):
-        if k > 0:  # one fused jvp: (grad L_in, l) pushed forward along lambda -> (H_k lambda, c_k)
-            _, (h_lam, c) = jvp(lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder), (trajectory[k],), (lam,))
-            lam = {n: (lam[n] - alpha * h_lam[n]).detach() for n in lam}
-        else:  # lambda_0 is never used: a forward-mode pass keeps no activations at all
-            _, c = jvp(lambda phi: example_losses(model, phi, batch), (trajectory[k],), (lam,))
-        ds = ds - alpha * c.detach()
-    return MetaGrad(ds=ds, outer_loss=float(value), phi_K=trajectory[-1])
+    return meta_grad_hybrid(model, phi0, batch, s, alpha, steps, outer_loss,
+                            grad_and_losses=lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder))
 
 
 # every meta-gradient, by the name `mass meta-train meta_grad=...` and `mass bench metagrad` use

@@ -30,3 +30,11 @@ def write_json(obj: dict, path: Path) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_report(result: dict, table: str, out: Path, name: str) -> None:
+    """A benchmark's OUT/NAME.json (the result) and OUT/NAME.md (its table); the table is printed."""
+    write_json(result, out / f"{name}.json")
+    (out / f"{name}.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"wrote {out / name}.json and .md")

@@ -31,7 +31,7 @@ from torch import nn
 
 from mass.errors import MassError
 from mass.inner import token_logprobs
-from mass.models import make_sft_batch, uses_chat_template
+from mass.models import length_sorted_batches, make_sft_batch, uses_chat_template
 from mass.prompts import SynthExample, solve_prompt, synth_completion, synth_prompt
 
 NORMALISATIONS = ("softmax", "sigmoid")
@@ -97,11 +97,9 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> tor
     Texts go through the model in order of length, so that little is padded."""
     device = next(model.parameters()).device
     out = torch.zeros(len(texts), model.config.get_text_config().hidden_size, device=device)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     with context:
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in length_sorted_batches([len(t) for t in texts], batch_size):
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # padding-independent features
             hidden = model(**enc, position_ids=positions, output_hidden_states=True).hidden_states[-1].float()  # (B, L, d)
@@ -140,10 +138,8 @@ def _completion_nll(model, tokenizer, prompts: list, completions: list[str], chu
 
     Rows go through the model `chunk` at a time in order of length, so that little is padded."""
     device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
     out = torch.zeros(len(prompts), 3, device=device)
-    for start in range(0, len(order), chunk):
-        idx = order[start : start + chunk]
+    for idx in length_sorted_batches([len(p) + len(c) for p, c in zip(prompts, completions)], chunk):
         batch = make_sft_batch(tokenizer, [prompts[i] for i in idx], [completions[i] for i in idx], device)
         nll = -token_logprobs(model, {}, batch.input_ids, batch.attention_mask).float()  # (B, L-1)
         mask = batch.target_mask.float()

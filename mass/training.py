@@ -6,9 +6,9 @@ step the optimizers, evaluate, log, checkpoint.
 Under `torchrun` the loop is data-parallel: every rank draws the same global batch of step t,
 works on its share of it (`StepBatch`), and the ranks' gradients are summed before the step, so
 N processes take the step one process would (up to float rounding). For that, every sampled
-sequence has a random generator (rng) of its own, seeded from (seed, step, the problem's place in the global
-batch, purpose, sample) alone (`sequence_rngs`): no sample depends on how the batch was
-split, or on what else was sampled before it.
+sequence has a random generator (rng) of its own, seeded from (seed, step, the problem's place
+in the global batch, purpose, sample) alone (`sequence_rngs`): no sample depends on how the
+batch was split, or on what else was sampled before it.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def step_batch(train: list, seed: int, step: int, batch_size: int, device) -> St
     problems = step_problems(train, seed, step, batch_size)
     indices = dist.shard(list(range(batch_size)))
     return StepBatch(seed, step, [problems[i] for i in indices], indices, batch_size, device)
+
+
+def join_ranks(batch_size: int, device: str) -> None:
+    """What a training recipe does first: under torchrun, check that every rank gets a problem per
+    step, then join the process group (gloo for a run kept on the CPU); alone, nothing."""
+    require_shardable(batch_size)
+    dist.init("gloo" if device == "cpu" else None)
 
 
 def require_shardable(batch_size: int) -> None:
@@ -155,18 +162,21 @@ def tensorboard_writer(out: Path):
 def run_steps(cfg, out: Path, start: int, train: list, device, desc: str,
               step: Callable[[StepBatch], list[dict]], params: Iterable[torch.Tensor],
               optimizers: Sequence[torch.optim.Optimizer], evaluate: Callable[[], dict],
-              save: Callable[[int], None], writer=None, postfix: Sequence[str] = ()) -> None:
+              save: Callable[[int], None], postfix: Sequence[str] = ()) -> None:
     """Steps `start` .. cfg.steps - 1 of a training recipe. `step(batch)` samples and accumulates
     the gradients of this rank's share of the step (each loss divided by the global batch size)
     and returns one metrics row per problem; a step with a non-finite contribution or gradient is
     not taken (mass/guard.py). `evaluate()` runs at step 0 (a fresh run), every cfg.eval_every
     steps and at the end; `save(step)` every cfg.save_every steps and at the end.
-    cfg: steps, seed, batch_size, eval_every, save_every, max_bad_steps.
+    cfg: steps, seed, batch_size, eval_every, save_every, max_bad_steps, tensorboard.
 
     Under torchrun the gradients of `params` are summed over ranks before the step, so every rank
     takes the same step and keeps the same weights; rank 0 alone evaluates, logs and saves, and
     the others wait for its save, so a rank that stops or resumes finds the checkpoint whole."""
     params, main = list(params), dist.is_main()
+    if main:  # rank 0 alone writes into out
+        out.mkdir(parents=True, exist_ok=True)
+    writer = tensorboard_writer(out) if cfg.tensorboard and main else None
     if start == 0 and main:
         log_metrics(out, writer, {"step": 0, **evaluate()})
     guard, last_saved = BadStepGuard(cfg.max_bad_steps, out), start
@@ -179,11 +189,10 @@ def run_steps(cfg, out: Path, start: int, train: list, device, desc: str,
         dist.all_reduce_grads(params)
         # the same metrics and summed gradients on every rank: every rank skips (and stops) alike
         skip = metrics.get("nonfinite") == 1.0 or not grads_finite(params)
-        for opt in optimizers:
-            if not skip:
+        if not skip:
+            for opt in optimizers:
                 opt.step()
-            opt.zero_grad(set_to_none=True)
-        for p in params:  # also those no optimizer steps (generator_lr=0): summed anew each step
+        for p in params:  # every optimizer's, and those none steps (generator_lr=0): summed anew each step
             p.grad = None
         row = {"step": t + 1, **metrics, "skipped_step": float(skip), "seconds": round(time.perf_counter() - t0, 2)}
         if main:
