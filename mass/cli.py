@@ -142,4 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "mass.dist" in sys.modules:  # a recipe may have joined a process group: leave it cleanly
+            sys.modules["mass.dist"].close()  # (not imported here: `mass --help` loads no torch)
     return 0

@@ -77,6 +77,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def close() -> None:
+    """Leave the process group, if this process joined one: a gloo group still open when the
+    interpreter exits can abort the process in its teardown ("terminate called without an active
+    exception"), failing a run that had finished."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
     """Sum the parameters' gradients over ranks, in place; identity without torchrun.
 

@@ -106,6 +106,16 @@ def test_init_without_torchrun_joins_no_group():
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_close_leaves_a_joined_group_and_is_a_no_op_without_one(monkeypatch):
+    destroyed = []
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: destroyed.append(True))
+    dist.close()  # one process: no group to leave
+    assert destroyed == []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # as under torchrun after init()
+    dist.close()
+    assert destroyed == [True]
+
+
 def test_print0_prints_on_rank_0(capsys):
     dist.print0("step", 3, sep="=", end="!\n")
     assert capsys.readouterr().out == "step=3!\n"

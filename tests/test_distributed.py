@@ -136,6 +136,7 @@ ALL_REDUCE = textwrap.dedent("""
     grads = [None if p.grad is None else p.grad.tolist() for p in params]
     with open(os.path.join(sys.argv[1], f"{r}.json"), "w") as f:
         json.dump(grads, f)
+    dist.close()
 """)
 
 
