@@ -46,7 +46,7 @@ from mass.config import config_to_dict, setting
 from mass.errors import MassError
 from mass.inner import SFTBatch, example_losses, inner_loss
 from mass.models import DTYPES, EMBEDDED_MODEL, attach_lora, load_model
-from mass.recompute import META_GRADS
+from mass.metagrad import META_GRADS
 from mass.results import write_report
 from mass.training import training_device
 

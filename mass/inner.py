@@ -1,4 +1,4 @@
-"""The differentiable inner update and its exact meta-gradients, as pure functions.
+"""The differentiable inner update, as pure functions.
 
 The adapted model is the frozen base model plus LoRA parameters phi (a `dict[str, Tensor]`),
 run through `torch.func.functional_call`; the base weights are never written. One inner step is
@@ -7,28 +7,16 @@ plain SGD on the weighted SFT loss (never Adam: its first step is ~sign(g), with
     L_in(phi; s) = sum_i s_i * l_i(phi)        l_i = mean token CE of the answer part of example i
     phi_{k+1}    = phi_k - alpha * grad L_in(phi_k; s),    k = 0 .. K-1
 
-The meta-gradient dL_outer(phi_K)/ds_i comes two ways (docs/method.md):
-
-- `meta_grad_unrolled`: reverse-over-reverse through the unrolled K steps (create_graph=True);
-  the reference, memory grows with K.
-- `meta_grad_hybrid` (default): run the K steps without a graph, keep phi_0..phi_K, then the
-  adjoint recurrence backwards, with lambda_K = grad L_outer(phi_K):
-      c_k,i       = <grad l_i(phi_k), lambda_{k+1}>     one jvp of the per-example loss vector
-      H_k lambda  = jvp(phi -> grad L_in(phi), phi_k, lambda_{k+1})   forward-over-reverse HVP
-      lambda_k    = lambda_{k+1} - alpha * H_k lambda
-      dL/ds_i     = -alpha * sum_k c_k,i
-  c_k and H_k lambda come out of one fused jvp; k = 0 needs no HVP, so K = 1 needs none at all.
-
-Forward-mode needs eager attention (SDPA kernels have no forward-mode rule) and dropout off.
+`adapt` runs the K steps without a graph, `adapt_unrolled` keeps it; the meta-gradients
+dL_outer(phi_K)/ds built on them are in mass/metagrad.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call, grad, grad_and_value, jvp
+from torch.func import functional_call, grad
 
 from mass.losses import masked_mean_ce
 
@@ -104,48 +92,3 @@ def adapt_unrolled(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: tor
         grads = torch.autograd.grad(loss, list(phi.values()), create_graph=True)
         phi = sgd_step(phi, dict(zip(phi, grads)), alpha)
     return phi
-
-
-@dataclass
-class MetaGrad:
-    ds: torch.Tensor  # dL_outer/ds_i  (m,)
-    outer_loss: float  # L_outer(phi_K)
-    phi_K: Params  # the adapted parameters (detached)
-
-
-def meta_grad_hybrid(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
-                     steps: int, outer_loss: Callable[[Params], torch.Tensor],
-                     grad_and_losses: Callable[[Params], tuple[Params, torch.Tensor]] | None = None) -> MetaGrad:
-    """dL_outer(phi_K)/ds by the forward-over-reverse adjoint recurrence (module docstring).
-
-    `grad_and_losses(phi) -> (grad L_in, l)` is the function pushed forward along lambda; by
-    default `grad(inner_loss)` and `example_losses`, and mass/recompute.py passes one that holds
-    one decoder block's activations at a time (`meta_grad=hybrid-recompute`)."""
-    s = s.detach()
-    if grad_and_losses is None:
-        inner_grad = grad(lambda phi: inner_loss(model, phi, batch, s))
-        grad_and_losses = lambda phi: (inner_grad(phi), example_losses(model, phi, batch))  # noqa: E731
-    trajectory = adapt(model, phi0, batch, s, alpha, steps)
-    lam, value = grad_and_value(outer_loss)(trajectory[-1])  # lambda_K = grad L_outer(phi_K)
-    lam = {n: t.detach() for n, t in lam.items()}
-    ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
-    for k in reversed(range(steps)):
-        phi_k = trajectory[k]
-        if k > 0:  # fused: (grad L_in, l_vec) pushed forward along lambda -> (H_k lambda, c_k)
-            _, (h_lam, c) = jvp(grad_and_losses, (phi_k,), (lam,))
-            lam = {n: (lam[n] - alpha * h_lam[n]).detach() for n in lam}
-        else:  # lambda_0 is never used: a forward-mode pass of the losses alone keeps no activations
-            _, c = jvp(lambda phi: example_losses(model, phi, batch), (phi_k,), (lam,))
-        ds = ds - alpha * c.detach()
-    return MetaGrad(ds=ds, outer_loss=float(value), phi_K=trajectory[-1])
-
-
-def meta_grad_unrolled(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
-                       steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
-    """dL_outer(phi_K)/ds by reverse-over-reverse through the unrolled steps (the reference)."""
-    s = s.detach().requires_grad_(True)
-    phi_K = adapt_unrolled(model, {n: p.detach() for n, p in phi0.items()}, batch, s, alpha, steps)
-    value = outer_loss(phi_K)
-    (ds,) = torch.autograd.grad(value, s)
-    return MetaGrad(ds=ds.detach(), outer_loss=float(value.detach()), phi_K={n: p.detach() for n, p in phi_K.items()})
-

@@ -51,7 +51,7 @@ from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
 from mass.prompts import synth_prompt
-from mass.recompute import META_GRADS
+from mass.metagrad import META_GRADS
 from mass.minimath import grade_synthesised, solve_text
 from mass.scorer import STATS, Scorer, load_scorer, within_group_auc
 from mass.tasks import Task, load_task

@@ -26,6 +26,7 @@ from transformers.cache_utils import DynamicLayer
 from mass.config import setting
 from mass.errors import MassError
 from mass.inner import SFTBatch
+from mass.tangents import softmax
 
 def _math_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Plain-matmul attention that forward-mode AD (jvp) can differentiate.
@@ -41,7 +42,7 @@ def _math_attention(module, query, key, value, attention_mask, scaling, dropout=
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, :, : key.shape[-2]]
     wide = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
-    weights = torch.softmax(scores, dim=-1, dtype=wide).to(query.dtype)
+    weights = softmax(scores.to(wide), dim=-1).to(query.dtype)  # its jvp is lean: mass/tangents.py
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 

@@ -8,13 +8,14 @@ are not allowed there), so the recomputation is written out by hand:
     head:      L_in = sum_i s_i l_i(norm(h_B) @ W_out)             vjp -> g_B = dL_in/dh_B
     backward:  for b = B-1 .. 0: recompute block_b(h_b; phi_b) under `torch.func.vjp`,
                (g_b, dL_in/dphi_b) = vjp(g_{b+1}), and drop the block's activations
+               (the last block's are kept from the forward: they are needed next anyway)
 
 `loss_grad_blockwise` is an ordinary function of phi made of `torch.func` calls, so forward mode
 composes with it: `jvp(loss_grad_blockwise, phi_k, lambda)` gives the Hessian-vector product
-H_k lambda and c_k = <grad l_i, lambda> while holding one block's primal and tangent activations
-plus the B+1 block inputs, where `jvp(grad(...))` (mass/inner.py, `hybrid`) holds every block's.
-`meta_grad_hybrid_recompute` is the adjoint recurrence of `meta_grad_hybrid` on top of it
-(docs/method.md, "Meta-gradients"; `mass bench metagrad` measures the three modes).
+H_k lambda while holding one block's primal and tangent activations plus the B+1 block inputs,
+where `jvp(grad(...))` (`meta_grad=hybrid`) holds every block's. mass/metagrad.py
+(`meta_grad_hybrid_recompute`) runs the adjoint recurrence on top of it (docs/method.md,
+"Meta-gradients"; `mass bench metagrad` measures the three modes).
 
 Supported: Hugging Face decoder-only models laid out as Llama is (`model.embed_tokens`,
 `model.layers`, `model.norm`, `model.rotary_emb`, `lm_head`: Llama, Mistral, Qwen2, SmolLM2, the
@@ -23,7 +24,6 @@ embedded model), with LoRA on the decoder layers only; anything else is a clear 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +31,7 @@ from torch.func import functional_call, vjp
 from transformers.masking_utils import create_causal_mask
 
 from mass.errors import MassError
-from mass.inner import MetaGrad, Params, SFTBatch, answer_ce, meta_grad_hybrid, meta_grad_unrolled
+from mass.inner import Params, SFTBatch, answer_ce
 
 
 @dataclass
@@ -105,32 +105,18 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
         losses = answer_ce(decoder.head(decoder.norm(h)), batch)
         return (s.to(losses.dtype) * losses).sum(), losses
 
+    last = len(decoder.layers) - 1
     inputs = [embeds]  # h_0 .. h_{B-1}: the only activations kept between blocks
-    for b in range(len(decoder.layers)):
+    for b in range(last):
         inputs.append(block(b, inputs[-1], per_layer[b]))
-    _, head_vjp, losses = vjp(head, inputs.pop(), has_aux=True)
+    # the last block's backward comes right after the head's: keep its activations, not recompute them
+    h_last, last_vjp = vjp(lambda h, params: block(last, h, params), inputs.pop(), per_layer[last])
+    _, head_vjp, losses = vjp(head, h_last, has_aux=True)
     (g,) = head_vjp(torch.ones((), dtype=losses.dtype, device=losses.device))
     grads: Params = {}
-    for b in reversed(range(len(decoder.layers))):
-        _, block_vjp = vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(), per_layer[b])
+    for b in reversed(range(last + 1)):
+        block_vjp = last_vjp if b == last else vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(),
+                                                   per_layer[b])[1]
         g, layer_grads = block_vjp(g)
         grads.update({decoder.layer_prefixes[b] + n: t for n, t in layer_grads.items()})
     return {n: grads[n] for n in phi}, losses
-
-
-def meta_grad_hybrid_recompute(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
-                               steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
-    """dL_outer(phi_K)/ds by the adjoint recurrence of `inner.meta_grad_hybrid`, with the
-    forward-over-reverse products computed block by block (module docstring). The K inner steps
-    and lambda_K = grad L_outer(phi_K) are plain gradients: they hold what one SFT step holds,
-    and recomputing them would only cost time."""
-    s = s.detach()
-    decoder = decoder_of(model)  # once, and before any work: a model it cannot split is an error now
-    split_by_layer(decoder, phi0)
-    return meta_grad_hybrid(model, phi0, batch, s, alpha, steps, outer_loss,
-                            grad_and_losses=lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder))
-
-
-# every meta-gradient, by the name `mass meta-train meta_grad=...` and `mass bench metagrad` use
-META_GRADS = {"hybrid": meta_grad_hybrid, "unrolled": meta_grad_unrolled,
-              "hybrid-recompute": meta_grad_hybrid_recompute}

@@ -19,7 +19,8 @@ import torch
 
 from mass.adaptation import example_batch, synth_sampling_default
 from mass.synthesis import synthesise
-from mass.inner import example_losses, lora_params, meta_grad_hybrid
+from mass.inner import example_losses, lora_params
+from mass.metagrad import meta_grad_hybrid
 from mass.meta_train import _train_adapt, graded_examples
 from mass.tasks import load_task
 from mass.training import split_training_problems

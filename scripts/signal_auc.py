@@ -7,7 +7,8 @@ example's answer NLL (below 0.5: right examples are the likelier ones).
 import sys
 import torch
 from mass.models import load_model, attach_lora, LoraSettings, make_sft_batch
-from mass.inner import lora_params, meta_grad_hybrid, example_losses
+from mass.inner import lora_params, example_losses
+from mass.metagrad import meta_grad_hybrid
 from mass.adaptation import example_batch, synth_sampling_default
 from mass.synthesis import synthesise
 from mass.meta_train import graded_examples

@@ -6,7 +6,8 @@ A tiny Hugging Face Llama with a PEFT LoRA adapter, in float64, eager attention.
 import pytest
 import torch
 
-from mass.inner import adapt, example_losses, lora_params, meta_grad_hybrid, meta_grad_unrolled
+from mass.inner import adapt, example_losses, lora_params
+from mass.metagrad import meta_grad_hybrid, meta_grad_unrolled
 import mass.models  # noqa: F401  (registers the mass_math attention)
 from mass.models import attach_lora, make_sft_batch
 

@@ -11,9 +11,10 @@ from torch.func import grad
 
 import mass.models  # noqa: F401  (registers the mass_math attention)
 from mass.errors import MassError
-from mass.inner import example_losses, inner_loss, lora_params, meta_grad_hybrid, meta_grad_unrolled
+from mass.inner import example_losses, inner_loss, lora_params
+from mass.metagrad import META_GRADS, meta_grad_hybrid, meta_grad_hybrid_recompute, meta_grad_unrolled
 from mass.models import attach_lora, make_sft_batch
-from mass.recompute import META_GRADS, loss_grad_blockwise, meta_grad_hybrid_recompute, split_by_layer, decoder_of
+from mass.recompute import loss_grad_blockwise, split_by_layer, decoder_of
 
 from conftest import keep_float64
 from transformers import LlamaConfig, LlamaForCausalLM
