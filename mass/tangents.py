@@ -1,17 +1,16 @@
 """Forward-mode (jvp) rules that do no more work than the derivative needs.
 
-The forward-over-reverse meta-gradients (mass/metagrad.py)
-push a tangent through a gradient computation. PyTorch's stock forward-mode rules waste work
-there, measured with the profiler's FLOP counter on the embedded model (`mass bench metagrad`):
+The forward-over-reverse meta-gradients (mass/metagrad.py) push a tangent through a gradient
+computation. PyTorch's stock forward-mode rules waste work there, measured with the profiler's FLOP counter on the embedded model (`mass bench metagrad`):
 
 - `x @ W.T` with a frozen W: the rule is `x_t @ W.T + x @ W_t` with W_t a zero tensor, and under
-  `torch.func.jvp` the product of a tensor with that zero is carried out: 4 matrix products where
-  the derivative needs 2 (primal and x_t @ W.T). On the frozen base model this made a
-  forward-over-reverse meta-step cost 243 GFLOP where the products it needs are 167.
+  `torch.func.jvp` the product with that zero is carried out: 4 matrix products where the
+  derivative needs 2 (primal and x_t @ W.T). A hybrid-recompute meta-step on the embedded model
+  does 185 GFLOP of matrix products with the stock rules and 133 with these.
 - softmax: the rule recomputes exp(x - max) on the whole score matrix; causal masking puts
   entries near the float minimum there, and this CPU's vectorised exp falls to a slow path for
-  arguments below about -87 (36x slower), so one attention softmax's jvp took 54 ms for what
-  `y * (t - <y, t>)` does in 4.
+  arguments below about -87, so one attention softmax's jvp took 33 ms for what
+  `y * (t - <y, t>)` does in 8 (`python scripts/tangent_cost.py` measures both).
 
 `FrozenLinear` / `FrozenLinearT` are the frozen product and its transpose, each with a one-product
 tangent rule and the other as its backward, so the rules stay lean at every order (jvp of the

@@ -1,4 +1,5 @@
-"""Exact meta-gradients: hybrid (forward-over-reverse) == unrolled (reverse-over-reverse) == finite differences.
+"""The inner update (mass/inner.py) and its exact meta-gradients (mass/metagrad.py): hybrid
+(forward-over-reverse) == unrolled (reverse-over-reverse) == finite differences.
 
 A tiny Hugging Face Llama with a PEFT LoRA adapter, in float64, eager attention.
 """
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from mass.inner import adapt, example_losses, lora_params
-from mass.metagrad import meta_grad_hybrid, meta_grad_unrolled
+import mass.metagrad
+from mass.metagrad import adapt_with_example_grads, example_grads, meta_grad_hybrid, meta_grad_unrolled
 import mass.models  # noqa: F401  (registers the mass_math attention)
 from mass.models import attach_lora, make_sft_batch
 
@@ -76,3 +78,35 @@ def test_one_inner_step_lowers_the_weighted_loss(setup):
     phi0_loss = (s * example_losses(model, phi0, batch)).sum()
     phi1 = adapt(model, phi0, batch, s, 0.1, 1)[-1]
     assert (s * example_losses(model, phi1, batch)).sum() < phi0_loss
+
+
+def test_example_grads_are_each_examples_own_gradient(setup):
+    model, phi0, batch, _ = setup
+    grads = example_grads(model, phi0, batch)
+    for i in range(3):
+        own = torch.func.grad(lambda phi: example_losses(model, phi, batch)[i])(phi0)
+        for n in phi0:
+            torch.testing.assert_close(grads[n][i], own[n], rtol=1e-9, atol=1e-12)
+
+
+def test_the_trajectory_with_example_grads_is_the_plain_one(setup):
+    model, phi0, batch, _ = setup
+    s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    trajectory, grads = adapt_with_example_grads(model, phi0, batch, s, 0.3, 2)
+    assert len(trajectory) == 3 and len(grads) == 2
+    for ours, plain in zip(trajectory, adapt(model, phi0, batch, s, 0.3, 2)):
+        for n in phi0:
+            torch.testing.assert_close(ours[n], plain[n], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("K, products", [(1, 0), (2, 1), (3, 2)])
+def test_K_steps_take_K_minus_one_forward_mode_products(setup, monkeypatch, K, products):
+    model, phi0, batch, outer = setup
+    calls = []
+    real_jvp = mass.metagrad.jvp
+    monkeypatch.setattr(mass.metagrad, "jvp", lambda *a, **k: calls.append(1) or real_jvp(*a, **k))
+    s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    hybrid = meta_grad_hybrid(model, phi0, batch, s, 0.1, K, outer)
+    assert len(calls) == products
+    unrolled = meta_grad_unrolled(model, phi0, batch, s, 0.1, K, outer)
+    assert (hybrid.ds - unrolled.ds).norm() / unrolled.ds.norm() < 1e-8
