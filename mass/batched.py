@@ -59,7 +59,7 @@ def per_row_lora(model: torch.nn.Module, phi: Params, rows: torch.Tensor) -> Ite
         def add_delta(module, args, output):
             a_t, b_t = gathered[layer_name]
             delta = torch.bmm(torch.bmm(args[0].to(a_t.dtype), a_t), b_t)
-            return output + delta.to(output.dtype)
+            return (output.to(delta.dtype) + delta).to(output.dtype)  # one rounding, as PEFT's own forward
         return add_delta
 
     def keep(positions: torch.Tensor) -> None:

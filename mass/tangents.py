@@ -1,7 +1,8 @@
 """Forward-mode (jvp) rules that do no more work than the derivative needs.
 
 The forward-over-reverse meta-gradients (mass/metagrad.py) push a tangent through a gradient
-computation. PyTorch's stock forward-mode rules waste work there, measured with the profiler's FLOP counter on the embedded model (`mass bench metagrad`):
+computation. PyTorch's stock forward-mode rules waste work there (measured on the embedded
+model, `mass bench metagrad`'s batch):
 
 - `x @ W.T` with a frozen W: the rule is `x_t @ W.T + x @ W_t` with W_t a zero tensor, and under
   `torch.func.jvp` the product with that zero is carried out: 4 matrix products where the
