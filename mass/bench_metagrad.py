@@ -1,7 +1,7 @@
 """`mass bench metagrad`: time and peak memory of one meta-step in each meta-gradient mode.
 
 One meta-step is K inner SGD steps on m examples plus the meta-gradient dL_outer/ds (outer loss:
-the CE of one gold sequence), as in `mass meta-train`. The modes (mass/inner.py, mass/recompute.py):
+the CE of one gold sequence), as in `mass meta-train`. The modes (mass/metagrad.py, mass/recompute.py):
 
     sft               one plain LoRA SFT gradient of the m examples (the yardstick, not a meta-step)
     unrolled          reverse-over-reverse through the unrolled K steps

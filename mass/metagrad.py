@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, grad_and_value, jvp
 
-from mass.batched import batched_example_losses, stack_params
-from mass.inner import Params, SFTBatch, adapt_unrolled, inner_loss
+from mass.batched import batched_example_losses, lora_layers, stack_params
+from mass.inner import Params, SFTBatch, adapt_unrolled, example_losses, inner_loss
 from mass.recompute import decoder_of, loss_grad_blockwise, split_by_layer
 from mass.tangents import lean_linears
 
@@ -44,14 +44,31 @@ class MetaGrad:
 
 
 def example_grads(model: torch.nn.Module, phi: Params, batch: SFTBatch) -> Params:
-    """grad l_i(phi) of every example i, stacked: {name: (m, *shape)}. One forward and backward
-    pass of the m examples, each under its own copy of phi, so slice i holds example i's gradient."""
+    """grad l_i(phi) of every example i, stacked: {name: (m, *shape)}.
+
+    One forward and backward pass of the m examples, each under its own copy of phi (the per-row
+    LoRA of mass/batched.py), so slice i holds example i's gradient. That covers LoRA A/B matrices
+    of linear layers; other trainable entries (LoRA on embeddings, DoRA magnitudes, modules to
+    save) take one gradient per example instead."""
     m = batch.input_ids.shape[0]
+    covered = {name for _, a, b, _ in lora_layers(model, phi).values() for name in (a, b)}
+    if set(phi) - covered:
+        return _example_grads_one_by_one(model, phi, batch)
     copies = {n: p.clone().requires_grad_(True) for n, p in stack_params(phi, m).items()}
     with torch.enable_grad():
         losses = batched_example_losses(model, copies, torch.arange(m, device=batch.input_ids.device), batch)
         grads = torch.autograd.grad(losses.sum(), list(copies.values()), allow_unused=True)
     return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(copies.items(), grads)}
+
+
+def _example_grads_one_by_one(model: torch.nn.Module, phi: Params, batch: SFTBatch) -> Params:
+    rows = [grad(lambda phi, i=i: example_losses(model, phi, _row(batch, i)).sum())(phi)
+            for i in range(batch.input_ids.shape[0])]
+    return {n: torch.stack([r[n] for r in rows]) for n in phi}
+
+
+def _row(batch: SFTBatch, i: int) -> SFTBatch:
+    return SFTBatch(batch.input_ids[i:i + 1], batch.attention_mask[i:i + 1], batch.target_mask[i:i + 1])
 
 
 def adapt_with_example_grads(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
@@ -82,7 +99,8 @@ def meta_grad_hybrid(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: t
     lam = {n: t.detach() for n, t in lam.items()}
     ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
     for k in reversed(range(steps)):
-        c = sum((grads[k][n] * lam[n]).flatten(1).sum(1) for n in lam)  # c_k,i = <g_k,i, lambda_{k+1}>
+        g_k = grads.pop()  # freed once used
+        c = sum(g_k[n].flatten(1) @ lam[n].flatten() for n in lam)  # c_k,i = <g_k,i, lambda_{k+1}>
         ds = ds - alpha * c.to(ds.dtype)
         if k > 0:  # lambda_0 is never used
             with lean_linears():  # the frozen base weights' tangent rule without its zero products

@@ -42,7 +42,7 @@ def _math_attention(module, query, key, value, attention_mask, scaling, dropout=
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, :, : key.shape[-2]]
     wide = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
-    weights = softmax(scores.to(wide), dim=-1).to(query.dtype)  # its jvp is lean: mass/tangents.py
+    weights = softmax(scores, dim=-1, dtype=wide).to(query.dtype)  # its jvp is lean: mass/tangents.py
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 

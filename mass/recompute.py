@@ -112,11 +112,15 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
     # the last block's backward comes right after the head's: keep its activations, not recompute them
     h_last, last_vjp = vjp(lambda h, params: block(last, h, params), inputs.pop(), per_layer[last])
     _, head_vjp, losses = vjp(head, h_last, has_aux=True)
-    (g,) = head_vjp(torch.ones((), dtype=losses.dtype, device=losses.device))
+    (g,) = head_vjp(torch.ones((), dtype=losses.dtype, device=losses.device), retain_graph=False)
+    del head_vjp  # each pullback is dropped once used, so that its saved activations go with it
     grads: Params = {}
     for b in reversed(range(last + 1)):
-        block_vjp = last_vjp if b == last else vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(),
-                                                   per_layer[b])[1]
-        g, layer_grads = block_vjp(g)
+        if b == last:
+            block_vjp, last_vjp = last_vjp, None
+        else:
+            block_vjp = vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(), per_layer[b])[1]
+        g, layer_grads = block_vjp(g, retain_graph=False)
+        del block_vjp
         grads.update({decoder.layer_prefixes[b] + n: t for n, t in layer_grads.items()})
     return {n: grads[n] for n in phi}, losses

@@ -17,8 +17,9 @@ model, `mass bench metagrad`'s batch):
 tangent rule and the other as its backward, so the rules stay lean at every order (jvp of the
 vjp of the forward included). `lean_linears()` routes `F.linear` with a frozen weight through
 them for the duration of a `with`; LoRA weights, which carry tangents, keep the stock rule.
-`softmax` is the softmax with the closed-form tangent; the meta-gradient attention
-(mass/models.py, `mass_math`) uses it. Values are the same functions: only the tangent
+`softmax` is the softmax with the closed-form tangent under `torch.func` transforms and
+`torch.softmax` itself elsewhere (generation and plain autograd keep the fused kernels); the
+meta-gradient attention (mass/models.py, `mass_math`) uses it. Values are the same functions: only the tangent
 arithmetic changes (tests/test_tangents.py checks values, jvps and second derivatives against
 the stock rules in float64).
 """
@@ -43,18 +44,20 @@ class FrozenLinear(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
+        ctx.set_materialize_grads(False)  # W's missing tangent stays None, not a W-sized zero tensor
         ctx.save_for_backward(inputs[1])
         ctx.save_for_forward(inputs[1])
 
     @staticmethod
-    def jvp(ctx, x_t: torch.Tensor, _weight_t) -> torch.Tensor:
+    def jvp(ctx, x_t: torch.Tensor | None, weight_t) -> torch.Tensor | None:
+        assert weight_t is None, "FrozenLinear: the weight must carry no tangent"
         (weight,) = ctx.saved_tensors
-        return FrozenLinear.apply(x_t, weight)
+        return None if x_t is None else FrozenLinear.apply(x_t, weight)
 
     @staticmethod
-    def backward(ctx, grad_y: torch.Tensor):
+    def backward(ctx, grad_y: torch.Tensor | None):
         (weight,) = ctx.saved_tensors
-        return FrozenLinearT.apply(grad_y, weight), None
+        return None if grad_y is None else FrozenLinearT.apply(grad_y, weight), None
 
 
 class FrozenLinearT(torch.autograd.Function):
@@ -67,18 +70,20 @@ class FrozenLinearT(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
+        ctx.set_materialize_grads(False)  # W's missing tangent stays None, not a W-sized zero tensor
         ctx.save_for_backward(inputs[1])
         ctx.save_for_forward(inputs[1])
 
     @staticmethod
-    def jvp(ctx, g_t: torch.Tensor, _weight_t) -> torch.Tensor:
+    def jvp(ctx, g_t: torch.Tensor | None, weight_t) -> torch.Tensor | None:
+        assert weight_t is None, "FrozenLinearT: the weight must carry no tangent"
         (weight,) = ctx.saved_tensors
-        return FrozenLinearT.apply(g_t, weight)
+        return None if g_t is None else FrozenLinearT.apply(g_t, weight)
 
     @staticmethod
-    def backward(ctx, grad_x: torch.Tensor):
+    def backward(ctx, grad_x: torch.Tensor | None):
         (weight,) = ctx.saved_tensors
-        return FrozenLinear.apply(grad_x, weight), None
+        return None if grad_x is None else FrozenLinear.apply(grad_x, weight), None
 
 
 def _is_frozen(t: torch.Tensor | None) -> bool:
@@ -89,10 +94,10 @@ def _is_frozen(t: torch.Tensor | None) -> bool:
 class _LeanLinears(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.nn.functional.linear:
-            x, weight, *rest = args
-            bias = rest[0] if rest else kwargs.get("bias")
-            if _is_frozen(weight) and _is_frozen(bias) and not _is_frozen(x):
+        if func is torch.nn.functional.linear:  # F.linear(input, weight, bias=None), any of them by keyword
+            named = dict(zip(("input", "weight", "bias"), args)) | kwargs
+            x, weight, bias = named.get("input"), named.get("weight"), named.get("bias")
+            if x is not None and weight is not None and _is_frozen(weight) and _is_frozen(bias) and not _is_frozen(x):
                 y = FrozenLinear.apply(x, weight)
                 return y if bias is None else y + bias
         return func(*args, **kwargs)
@@ -127,9 +132,14 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return y * (grad_y - (y * grad_y).sum(ctx.dim, keepdim=True)), None
+        if is_functorch_wrapped_tensor(y) or is_functorch_wrapped_tensor(grad_y):  # differentiated again: plain ops
+            return y * (grad_y - (y * grad_y).sum(ctx.dim, keepdim=True)), None
+        return torch._softmax_backward_data(grad_y, y, ctx.dim, y.dtype), None  # the fused kernel
 
 
-def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """`torch.softmax(x, dim)` whose tangent is y * (x_t - <y, x_t>), with y the saved output."""
-    return _Softmax.apply(x, dim)
+def softmax(x: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`torch.softmax(x, dim, dtype=dtype)`; under a `torch.func` transform, one whose tangent is
+    y * (x_t - <y, x_t>) with y the saved output (elsewhere the stock one: no Python overhead)."""
+    if not is_functorch_wrapped_tensor(x):
+        return torch.softmax(x, dim, dtype=dtype)
+    return _Softmax.apply(x if dtype is None else x.to(dtype), dim)

@@ -110,3 +110,31 @@ def test_K_steps_take_K_minus_one_forward_mode_products(setup, monkeypatch, K, p
     assert len(calls) == products
     unrolled = meta_grad_unrolled(model, phi0, batch, s, 0.1, K, outer)
     assert (hybrid.ds - unrolled.ds).norm() / unrolled.ds.norm() < 1e-8
+
+
+def test_lora_outside_linear_layers_gets_its_per_example_gradient_too(tiny_tokenizer):
+    """LoRA on the embedding is not a per-row linear LoRA: example_grads takes one gradient per
+    example for it, and the meta-gradient stays exact."""
+    base = tiny_llama(tiny_tokenizer, seed=2, layers=1, hidden=16)
+    base.set_attn_implementation("mass_math")
+    model = keep_float64(attach_lora(base, rank=2, target_modules=["q_proj", "embed_tokens"])).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or "lora_embedding_B" in n:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+    phi0 = lora_params(model)
+    assert any("lora_embedding" in n for n in phi0)
+    batch = make_sft_batch(tiny_tokenizer, ["Problem: 1+1?\nSolution:", "Problem: 2x=4\nSolution:"],
+                           [" $1+1=2$. \\boxed{2}", " $x=2$"])
+    grads = example_grads(model, phi0, batch)
+    for i in range(2):
+        own = torch.func.grad(lambda phi: example_losses(model, phi, batch)[i])(phi0)
+        for n in phi0:
+            torch.testing.assert_close(grads[n][i], own[n], rtol=1e-9, atol=1e-12)
+    assert any(grads[n].abs().max() > 0 for n in phi0 if "lora_embedding" in n)
+    target = make_sft_batch(tiny_tokenizer, ["Problem: 3+4?\nSolution:"], [" \\boxed{7}"])
+    outer = lambda phi: example_losses(model, phi, target).mean()  # noqa: E731
+    s = torch.tensor([0.6, 0.4], dtype=torch.float64)
+    hybrid = meta_grad_hybrid(model, phi0, batch, s, 0.1, 2, outer)
+    unrolled = meta_grad_unrolled(model, phi0, batch, s, 0.1, 2, outer)
+    assert (hybrid.ds - unrolled.ds).norm() / unrolled.ds.norm() < 1e-8
