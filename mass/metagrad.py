@@ -79,8 +79,7 @@ def adapt_with_example_grads(model: torch.nn.Module, phi0: Params, batch: SFTBat
     for _ in range(steps):
         phi, g = trajectory[-1], example_grads(model, trajectory[-1], batch)
         grads.append(g)
-        weights = {n: s.to(t.dtype).view(-1, *[1] * (t.dim() - 1)) for n, t in g.items()}
-        trajectory.append({n: phi[n] - alpha * (weights[n] * g[n]).sum(0) for n in phi})
+        trajectory.append({n: phi[n] - alpha * torch.tensordot(s.to(g[n].dtype), g[n], 1) for n in phi})
     return trajectory, grads
 
 

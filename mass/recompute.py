@@ -116,11 +116,10 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
     del head_vjp  # each pullback is dropped once used, so that its saved activations go with it
     grads: Params = {}
     for b in reversed(range(last + 1)):
-        if b == last:
-            block_vjp, last_vjp = last_vjp, None
-        else:
-            block_vjp = vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(), per_layer[b])[1]
-        g, layer_grads = block_vjp(g, retain_graph=False)
-        del block_vjp
+        pullback = last_vjp if b == last else vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(),
+                                                  per_layer[b])[1]
+        last_vjp = None
+        g, layer_grads = pullback(g, retain_graph=False)
+        del pullback
         grads.update({decoder.layer_prefixes[b] + n: t for n, t in layer_grads.items()})
     return {n: grads[n] for n in phi}, losses

@@ -13,21 +13,18 @@ model, `mass bench metagrad`'s batch):
   arguments below about -87, so one attention softmax's jvp took 33 ms for what
   `y * (t - <y, t>)` does in 8 (`python scripts/tangent_cost.py` measures both).
 
-`FrozenLinear` / `FrozenLinearT` are the frozen product and its transpose, each with a one-product
-tangent rule and the other as its backward, so the rules stay lean at every order (jvp of the
-vjp of the forward included). `lean_linears()` routes `F.linear` with a frozen weight through
+`FrozenLinear` is the frozen product (and, flagged, its transpose), with a one-product tangent
+rule and the other product as its backward, so the rules stay lean at every order (jvp of the vjp
+of the forward included). `lean_linears()` routes `F.linear` with a frozen weight through
 them for the duration of a `with`; LoRA weights, which carry tangents, keep the stock rule.
 `softmax` is the softmax with the closed-form tangent under `torch.func` transforms and
 `torch.softmax` itself elsewhere (generation and plain autograd keep the fused kernels); the
-meta-gradient attention (mass/models.py, `mass_math`) uses it. Values are the same functions: only the tangent
-arithmetic changes (tests/test_tangents.py checks values, jvps and second derivatives against
+meta-gradient attention (mass/models.py, `mass_math`) uses it. Values are the same functions:
+only the tangent arithmetic changes (tests/test_tangents.py checks values, jvps and second derivatives against
 the stock rules in float64).
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch._C._functorch import is_functorch_wrapped_tensor
@@ -35,55 +32,32 @@ from torch.overrides import TorchFunctionMode
 
 
 class FrozenLinear(torch.autograd.Function):
-    """y = x @ W.T for a weight W that is not differentiated (no tangent, no gradient)."""
+    """y = x @ W.T (or, `transposed`, y = x @ W) for a weight W that is not differentiated (no
+    tangent, no gradient). The tangent is the same product of x_t, and the backward the other one
+    (`transposed` flipped), so the rules stay one product at every order."""
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, weight)
+    def forward(x: torch.Tensor, weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+        return torch.matmul(x, weight) if transposed else torch.nn.functional.linear(x, weight)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.set_materialize_grads(False)  # W's missing tangent stays None, not a W-sized zero tensor
+        ctx.transposed = inputs[2] if len(inputs) > 2 else False
         ctx.save_for_backward(inputs[1])
         ctx.save_for_forward(inputs[1])
 
     @staticmethod
-    def jvp(ctx, x_t: torch.Tensor | None, weight_t) -> torch.Tensor | None:
+    def jvp(ctx, x_t: torch.Tensor | None, weight_t, *_transposed_t) -> torch.Tensor | None:
         assert weight_t is None, "FrozenLinear: the weight must carry no tangent"
         (weight,) = ctx.saved_tensors
-        return None if x_t is None else FrozenLinear.apply(x_t, weight)
+        return None if x_t is None else FrozenLinear.apply(x_t, weight, ctx.transposed)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor | None):
         (weight,) = ctx.saved_tensors
-        return None if grad_y is None else FrozenLinearT.apply(grad_y, weight), None
-
-
-class FrozenLinearT(torch.autograd.Function):
-    """x = g @ W, the transpose product (the backward of `FrozenLinear`)."""
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(g, weight)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.set_materialize_grads(False)  # W's missing tangent stays None, not a W-sized zero tensor
-        ctx.save_for_backward(inputs[1])
-        ctx.save_for_forward(inputs[1])
-
-    @staticmethod
-    def jvp(ctx, g_t: torch.Tensor | None, weight_t) -> torch.Tensor | None:
-        assert weight_t is None, "FrozenLinearT: the weight must carry no tangent"
-        (weight,) = ctx.saved_tensors
-        return None if g_t is None else FrozenLinearT.apply(g_t, weight)
-
-    @staticmethod
-    def backward(ctx, grad_x: torch.Tensor | None):
-        (weight,) = ctx.saved_tensors
-        return None if grad_x is None else FrozenLinear.apply(grad_x, weight), None
+        return None if grad_y is None else FrozenLinear.apply(grad_y, weight, not ctx.transposed), None, None
 
 
 def _is_frozen(t: torch.Tensor | None) -> bool:
@@ -103,12 +77,10 @@ class _LeanLinears(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-@contextlib.contextmanager
-def lean_linears() -> Iterator[None]:
-    """Inside the `with`, `F.linear` (every `nn.Linear`) with a frozen weight and bias uses
-    `FrozenLinear`; everything else runs as before."""
-    with _LeanLinears():
-        yield
+def lean_linears() -> TorchFunctionMode:
+    """A context manager: inside its `with`, `F.linear` (every `nn.Linear`) with a frozen weight
+    and bias uses `FrozenLinear`; everything else runs as before."""
+    return _LeanLinears()
 
 
 class _Softmax(torch.autograd.Function):
