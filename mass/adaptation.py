@@ -61,17 +61,19 @@ def example_weights(model, tokenizer, scorer: Scorer | None, target: str, exampl
     return group_weights(model, tokenizer, scorer, [target], [examples])[0]
 
 
-def group_weights(model, tokenizer, scorer: Scorer | None, targets: list[str],
-                  example_sets: list[list[SynthExample]]) -> list[torch.Tensor]:
+def group_weights(model, tokenizer, scorer: Scorer | None, targets: list[str], example_sets: list[list[SynthExample]],
+                  answer_nll: torch.Tensor | None = None, synth_nll: torch.Tensor | None = None) -> list[torch.Tensor]:
     """`example_weights` of many targets at once: their features share forward passes. Each
-    group is scored on its own (the scorer standardises within a group)."""
+    group is scored on its own (the scorer standardises within a group). `answer_nll`,
+    `synth_nll`: confidence statistics a caller has already (`mass.scorer.group_stats`)."""
     device = next(model.parameters()).device
     if scorer is None or not example_sets:
         return [torch.full((len(examples),), 1.0 / len(examples), device=device) for examples in example_sets]
     texts = [text for target, examples in zip(targets, example_sets)
              for text in [f"Problem: {target}"] + [f"Problem: {e.problem}\nSolution: {e.solution}" for e in examples]]
     feats = embed_texts(model, tokenizer, texts).split([1 + len(examples) for examples in example_sets])
-    stats = group_stats(model, tokenizer, targets, example_sets) if scorer.n_stats else [None] * len(targets)
+    stats = (group_stats(model, tokenizer, targets, example_sets, answer_nll=answer_nll, synth_nll=synth_nll)
+             if scorer.n_stats else [None] * len(targets))
     return [scorer(f[0], f[1:], st) for f, st in zip(feats, stats)]
 
 
@@ -106,7 +108,7 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
         syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, rng)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
     records = adapt_answer(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
-                           task, answer_sampling, rng)
+                           task, answer_sampling, rng, [s.sample_nll for s in syntheses])
     for record, syn in zip(records, syntheses):
         record.update(n_dropped=syn.n_dropped, seconds_generate=round(generate_seconds, 4))
         if syn.n_dropped:  # what the model wrote that could not be used, to see why (first 2, cut)
@@ -117,29 +119,32 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
 
 def adapt_answer(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
                  scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
-                 rng: torch.Generator | None) -> list[dict]:
+                 rng: torch.Generator | None, sample_nlls: list[list] | None = None) -> list[dict]:
     """Adapt phi0 to each problem's own examples (weighted by the scorer, or uniformly), then answer.
 
     `cfg.batch_problems` problems at a time share every forward pass of the inner steps, each with
     its own LoRA values (mass/batched.py); then `answer_sampling.batch_size` problems at a time
     (as many adapted LoRA values as are held at once) are answered in one generation, like Base.
     With no examples a problem is answered by phi0 and its record says `adapted: false`.
+    `sample_nlls`: each example's `Synthesis.sample_nll` where it was synthesised (scorer features).
     """
+    sample_nlls = sample_nlls or [[None] * len(examples) for examples in example_sets]
     records = []
     for start in range(0, len(problems), answer_sampling.batch_size):
         part = slice(start, start + answer_sampling.batch_size)
-        records += _adapt_answer_batch(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg,
-                                       task, answer_sampling, rng)
+        records += _adapt_answer_batch(model, tokenizer, problems[part], example_sets[part], sample_nlls[part], phi0,
+                                       scorer, cfg, task, answer_sampling, rng)
     return records
 
 
-def _adapt_answer_batch(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
-                        scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
+def _adapt_answer_batch(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], sample_nlls: list,
+                        phi0: Params, scorer: Scorer | None, cfg: AdaptConfig, task, answer_sampling: SamplingConfig,
                         rng: torch.Generator | None) -> list[dict]:
     records, phis = [], []
     for start in range(0, len(problems), cfg.batch_problems):
         part = slice(start, start + cfg.batch_problems)
-        part_records, phi = _adapt_together(model, tokenizer, problems[part], example_sets[part], phi0, scorer, cfg)
+        part_records, phi = _adapt_together(model, tokenizer, problems[part], example_sets[part], sample_nlls[part],
+                                            phi0, scorer, cfg)
         records += part_records
         phis.append(phi)
     phi = {name: torch.cat([p[name] for p in phis]) for name in phi0}
@@ -153,28 +158,42 @@ def _adapt_answer_batch(model, tokenizer, problems: list, example_sets: list[lis
     return records
 
 
-def _adapt_together(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], phi0: Params,
-                    scorer: Scorer | None, cfg: AdaptConfig) -> tuple[list[dict], Params]:
-    """(records, phi_K stacked over `problems`): weight each problem's examples, then K inner steps."""
+def _adapt_together(model, tokenizer, problems: list, example_sets: list[list[SynthExample]], sample_nlls: list,
+                    phi0: Params, scorer: Scorer | None, cfg: AdaptConfig) -> tuple[list[dict], Params]:
+    """(records, phi_K stacked over `problems`): weight each problem's examples, then K inner steps.
+
+    The scorer's confidence features come from passes that run anyway: the answer statistics from
+    the first inner step's forward pass (same inputs, same LoRA values phi0), the sample's from
+    its sampling where it has them; so the weights are computed inside the first step."""
     device = next(model.parameters()).device
     t1 = time.perf_counter()
     records = [{"n_parsed": len(examples), "adapted": bool(examples)} for examples in example_sets]
     having = [j for j, examples in enumerate(example_sets) if examples]
-    with torch.no_grad():
-        weights = group_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None,
-                                [problems[j].problem for j in having], [example_sets[j] for j in having])
-    for j, s in zip(having, weights):
-        records[j]["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
-                                   "weight": round(float(w), 5)} for e, w in zip(example_sets[j], s)]
-    t_scored = time.perf_counter()
+    nan = (float("nan"),) * 3
+    synth_nll = torch.tensor([nll or nan for j in having for nll in sample_nlls[j]], device=device).reshape(-1, 3)
+    seconds_score = 0.0
+
+    def weigh(answer_nll: torch.Tensor | None = None) -> torch.Tensor:
+        nonlocal seconds_score
+        t = time.perf_counter()
+        with torch.no_grad():
+            weights = group_weights(model, tokenizer, scorer if cfg.weights == "scorer" else None,
+                                    [problems[j].problem for j in having], [example_sets[j] for j in having],
+                                    answer_nll=answer_nll, synth_nll=synth_nll)
+        for j, s in zip(having, weights):
+            records[j]["examples"] = [{"problem": e.problem, "solution": e.solution, "answer": e.answer,
+                                       "weight": round(float(w), 5)} for e, w in zip(example_sets[j], s)]
+        seconds_score += time.perf_counter() - t
+        return torch.cat(weights)
+
     used = [e for examples in example_sets for e in examples]
     n = len(problems)
     phi = stack_params(phi0, n)  # no examples: phi0 for all
     if used:
         rows = torch.tensor([p for p, examples in enumerate(example_sets) for _ in examples], device=device)
         phi = batched_adapt(model, phi0, n, example_batch(tokenizer, used, device), rows,
-                            torch.cat(weights), cfg.lr, cfg.steps)
-    t2 = time.perf_counter()
+                            weigh if cfg.steps else weigh(), cfg.lr, cfg.steps)
+    seconds_update = time.perf_counter() - t1 - seconds_score
     for record in records:
-        record.update(seconds_score=round((t_scored - t1) / n, 4), seconds_update=round((t2 - t_scored) / n, 4))
+        record.update(seconds_score=round(seconds_score / n, 4), seconds_update=round(seconds_update / n, 4))
     return records, phi

@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from mass.inner import Params, SFTBatch, answer_ce
+from mass.inner import Params, SFTBatch, next_token_logprobs
+from mass.losses import masked_mean_ce
 from mass.models import generate
+from mass.scorer import nll_summary
 
 
 def stack_params(phi0: Params, n: int) -> Params:
@@ -85,28 +87,54 @@ def batched_example_losses(model: torch.nn.Module, phi: Params, rows: torch.Tens
     Rows go through the model `chunk` at a time, sorted by length and cut to the longest of each
     chunk: many problems' examples padded to the longest of all would waste about a quarter of the
     compute. Right padding never changes the real tokens' logits, so the losses are the same."""
+    return _batched_losses(model, phi, rows, batch, chunk, summarise=False)[0]
+
+
+def batched_losses_and_answer_nll(model: torch.nn.Module, phi: Params, rows: torch.Tensor, batch: SFTBatch,
+                                  chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batched_example_losses`, and the (mean, largest, count) of each row's answer token NLLs,
+    detached (the scorer's `answer_*` features, mass/scorer.py).  -> (N,), (N, 3)"""
+    return _batched_losses(model, phi, rows, batch, chunk, summarise=True)
+
+
+def _batched_losses(model, phi: Params, rows: torch.Tensor, batch: SFTBatch, chunk: int,
+                    summarise: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     lengths = batch.attention_mask.sum(-1)
     order = torch.argsort(lengths)
-    losses = []
+    losses, summaries = [], []
     for idx in order.split(chunk):
         width = int(lengths[idx].max())
         part = SFTBatch(batch.input_ids[idx, :width], batch.attention_mask[idx, :width],
                         batch.target_mask[idx, : width - 1])
         with per_row_lora(model, phi, rows[idx]):
             logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
-        losses.append(answer_ce(logits, part))
-    return torch.cat(losses)[torch.argsort(order)]
+        logp = next_token_logprobs(logits, part.input_ids)
+        losses.append(masked_mean_ce(logp, part.target_mask))
+        if summarise:
+            summaries.append(nll_summary(-logp, part.target_mask))
+    back = torch.argsort(order)
+    return torch.cat(losses)[back], torch.cat(summaries)[back] if summarise else None
+
+
+Weights = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
 def batched_trajectory(model: torch.nn.Module, phi0: Params, n_problems: int, batch: SFTBatch, rows: torch.Tensor,
-                       s: torch.Tensor, alpha: float, steps: int) -> Iterator[Params]:
-    """phi_1, ..., phi_K of every problem, stacked: SGD on sum_j s_j l_j, problem p only on its rows."""
+                       s: Weights, alpha: float, steps: int) -> Iterator[Params]:
+    """phi_1, ..., phi_K of every problem, stacked: SGD on sum_j s_j l_j, problem p only on its rows.
+
+    `s` may be a function of the rows' answer statistics under phi0 (`batched_losses_and_answer_nll`),
+    called once the first step's forward pass has them: the scorer's features then cost no pass."""
     phi = stack_params(phi0, n_problems)
-    s = s.detach()
     for _ in range(steps):
         leaves = {name: p.clone().requires_grad_(True) for name, p in phi.items()}
         with torch.enable_grad():
-            losses = batched_example_losses(model, leaves, rows, batch)
+            if callable(s):
+                losses, answer_nll = batched_losses_and_answer_nll(model, leaves, rows, batch)
+                s = s(answer_nll)
+            else:
+                losses = batched_example_losses(model, leaves, rows, batch)
+            s = s.detach()
             grads = torch.autograd.grad((s.to(losses.dtype) * losses).sum(), list(leaves.values()),
                                         allow_unused=True)
         phi = {name: (p - alpha * g).detach() if g is not None else p.detach()
@@ -115,8 +143,8 @@ def batched_trajectory(model: torch.nn.Module, phi0: Params, n_problems: int, ba
 
 
 def batched_adapt(model: torch.nn.Module, phi0: Params, n_problems: int, batch: SFTBatch, rows: torch.Tensor,
-                  s: torch.Tensor, alpha: float, steps: int) -> Params:
-    """phi_K of every problem, stacked (phi0 for K = 0)."""
+                  s: Weights, alpha: float, steps: int) -> Params:
+    """phi_K of every problem, stacked (phi0 for K = 0, where a function `s` is never called)."""
     phi = None
     for phi in batched_trajectory(model, phi0, n_problems, batch, rows, s, alpha, steps):
         pass

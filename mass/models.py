@@ -237,6 +237,16 @@ def length_sorted_batches(lengths: list[int], size: int) -> Iterator[list[int]]:
         yield order[start : start + size]
 
 
+@dataclass
+class Generation:
+    """One sampled completion: its text (cut at stop strings) and what it was sampled as."""
+    text: str
+    token_ids: list[int]  # the new tokens before the first end-of-sequence token
+    logprobs: list[float]  # log p(token | all before it) of each, under the model (no temperature)
+    end_id: int | None  # the end-of-sequence token it stopped with; None: it ran out of tokens
+    end_logprob: float | None
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
              sampling: SamplingConfig, rng: Rng = None,
@@ -254,11 +264,22 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     What it yields, if not None, is called with the positions of the rows kept whenever finished
     rows leave the batch (see `_sample`).
     """
+    return [g.text for g in generate_scored(model, tokenizer, prompts, sampling, rng, around_batch, logprobs=False)]
+
+
+@torch.no_grad()
+def generate_scored(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
+                    sampling: SamplingConfig, rng: Rng = None,
+                    around_batch: Callable[[list[int]], ContextManager] | None = None,
+                    logprobs: bool = True) -> list[Generation]:
+    """`generate`, keeping each completion's tokens and their log-probabilities: what the model
+    thinks of its own sample comes free with sampling it (the scorer's confidence features use it)."""
     if isinstance(rng, list) and len(rng) != len(prompts):
         raise ValueError(f"{len(rng)} random generators for {len(prompts)} prompts: give one per prompt")
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    out: list[str] = [""] * len(prompts)
+    out: list[Generation | None] = [None] * len(prompts)
     device = next(model.parameters()).device
+    eos_ids = stop_ids(model, tokenizer)
     for idx in length_sorted_batches([len(ids) for ids in encoded], sampling.batch_size):
         batch = [encoded[i] for i in idx]
         width = max(len(ids) for ids in batch)
@@ -267,9 +288,16 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
         with around_batch(idx) if around_batch else contextlib.nullcontext() as keep_rows:
             rows_rng = [rng[i] for i in idx] if isinstance(rng, list) else rng
-            tokens = _sample(model, input_ids, mask, sampling, stop_ids(model, tokenizer), pad, rows_rng, keep_rows)
+            tokens, token_logprobs = _sample(model, input_ids, mask, sampling, eos_ids, pad, rows_rng, keep_rows,
+                                             logprobs)
         for row, i in enumerate(idx):
-            out[i] = _cut(tokenizer.decode(tokens[row], skip_special_tokens=True), sampling.stop)
+            ids = _until_eos(tokens[row], eos_ids)
+            ended = len(ids) < len(tokens[row])
+            lp = token_logprobs[row] if logprobs else []
+            out[i] = Generation(text=_cut(tokenizer.decode(ids, skip_special_tokens=True), sampling.stop),
+                                token_ids=ids, logprobs=lp[: len(ids)],
+                                end_id=tokens[row][len(ids)] if ended else None,
+                                end_logprob=lp[len(ids)] if ended and logprobs else None)
     return out
 
 
@@ -283,8 +311,10 @@ def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 
 def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig,
             eos_ids: list[int], pad_id: int, rng: Rng,
-            keep_rows: Callable[[torch.Tensor], None] | None = None) -> list[list[int]]:
-    """Sample with the KV cache; returns each row's new tokens up to (not including) the first EOS.
+            keep_rows: Callable[[torch.Tensor], None] | None = None,
+            logprobs: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
+    """Sample with the KV cache; returns each row's new tokens (what follows its first EOS is
+    padding) and, if `logprobs`, each token's log-probability under the model (no temperature).
 
     Finished rows leave the batch once they are a quarter of it (a batch runs as long as its
     longest row: a third of the work was on finished rows), and `keep_rows(positions)` hears of
@@ -303,10 +333,13 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
     alive = torch.arange(B, device=input_ids.device)  # the original row of each row still in the batch
     # each row's tokens; what a finished row gets after its EOS (pad, or nothing once it left) is cut
     tokens = torch.full((B, sampling.max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+    scores = torch.zeros(tokens.shape, device=input_ids.device) if logprobs else None
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # of the rows alive
     for step in range(sampling.max_new_tokens):
         next_tok = _pick(logits.float(), sampling, rng)  # (rows alive,)
         tokens[alive, step] = next_tok
+        if scores is not None:
+            scores[alive, step] = torch.log_softmax(logits.float(), -1).gather(-1, next_tok[:, None]).squeeze(-1)
         done |= torch.isin(next_tok, eos)
         n_done = int(done.sum())
         if n_done == len(alive) or step + 1 == sampling.max_new_tokens:
@@ -326,7 +359,7 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
         out = model(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position_ids,
                     past_key_values=past, use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
-    return [_until_eos(row, eos_ids) for row in tokens[:, : step + 1].tolist()]
+    return tokens[:, : step + 1].tolist(), None if scores is None else scores[:, : step + 1].tolist()
 
 
 class ReservedLayer(DynamicLayer):

@@ -120,17 +120,40 @@ def example_stats(model, tokenizer, target: str, examples: list[SynthExample]) -
 
 
 @torch.no_grad()
-def group_stats(model, tokenizer, targets: list[str], example_sets: list[list[SynthExample]],
-                chunk: int = 64) -> list[torch.Tensor]:
-    """`example_stats` of many targets' examples at once (rows of all groups share forward passes)."""
+def group_stats(model, tokenizer, targets: list[str], example_sets: list[list[SynthExample]], chunk: int = 64,
+                answer_nll: torch.Tensor | None = None, synth_nll: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """`example_stats` of many targets' examples at once (rows of all groups share forward passes).
+
+    `answer_nll`, `synth_nll`: (rows, 3) (mean, largest, count) of the rows of all groups, in
+    order, where a caller has them already (the first inner step's forward pass, the sampling
+    itself; NaN rows: not known); only what is not known costs a forward pass here."""
     chat = uses_chat_template(tokenizer)
     pairs = [(t, e) for t, examples in zip(targets, example_sets) for e in examples]
-    synth = _completion_nll(model, tokenizer, [synth_prompt(t, chat) for t, _ in pairs],
-                            [synth_completion(e.problem, e.solution, chat) for _, e in pairs], chunk)
-    answer = _completion_nll(model, tokenizer, [solve_prompt(e.problem, chat) for _, e in pairs],
-                             [f" {e.solution}" for _, e in pairs], chunk)
+    synth = _known_or_computed(model, tokenizer, synth_nll, [synth_prompt(t, chat) for t, _ in pairs],
+                               [synth_completion(e.problem, e.solution, chat) for _, e in pairs], chunk)
+    answer = _known_or_computed(model, tokenizer, answer_nll, [solve_prompt(e.problem, chat) for _, e in pairs],
+                                [f" {e.solution}" for _, e in pairs], chunk)
     stats = torch.cat([synth[:, :2], answer[:, :2], answer[:, 2:].log()], dim=-1)  # (rows, len(STATS))
     return list(stats.split([len(examples) for examples in example_sets]))
+
+
+def nll_summary(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(mean, largest, count) of each row's token NLLs where `mask` is 1.  (n, L), (n, L) -> (n, 3) float32"""
+    nll, mask = nll.detach().float(), mask.float()
+    count = mask.sum(-1).clamp(min=1)
+    return torch.stack([(nll * mask).sum(-1) / count, (nll * mask).max(-1).values, count], dim=-1)
+
+
+def _known_or_computed(model, tokenizer, known: torch.Tensor | None, prompts: list, completions: list[str],
+                       chunk: int) -> torch.Tensor:
+    """`known` (n, 3) with its NaN rows (all rows if None) filled by `_completion_nll`."""
+    device = next(model.parameters()).device
+    out = torch.full((len(prompts), 3), float("nan"), device=device) if known is None else known.to(device).clone()
+    missing = out.isnan().any(-1).nonzero().squeeze(1).tolist()
+    if missing:
+        out[missing] = _completion_nll(model, tokenizer, [prompts[i] for i in missing],
+                                       [completions[i] for i in missing], chunk)
+    return out
 
 
 def _completion_nll(model, tokenizer, prompts: list, completions: list[str], chunk: int) -> torch.Tensor:
@@ -141,10 +164,7 @@ def _completion_nll(model, tokenizer, prompts: list, completions: list[str], chu
     out = torch.zeros(len(prompts), 3, device=device)
     for idx in length_sorted_batches([len(p) + len(c) for p, c in zip(prompts, completions)], chunk):
         batch = make_sft_batch(tokenizer, [prompts[i] for i in idx], [completions[i] for i in idx], device)
-        nll = -token_logprobs(model, {}, batch.input_ids, batch.attention_mask).float()  # (B, L-1)
-        mask = batch.target_mask.float()
-        count = mask.sum(-1).clamp(min=1)
-        out[idx] = torch.stack([(nll * mask).sum(-1) / count, (nll * mask).max(-1).values, count], dim=-1)
+        out[idx] = nll_summary(-token_logprobs(model, {}, batch.input_ids, batch.attention_mask), batch.target_mask)
     return out
 
 

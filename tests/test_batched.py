@@ -136,3 +136,43 @@ def test_rows_that_finish_early_leave_the_batch_and_the_others_answer_the_same(p
             alone.append(models.generate(peft_model, tiny_tokenizer, [prompt], sampling)[0])
     assert len({len(a) for a in alone}) > 1  # of different lengths
     assert together == alone
+
+
+def test_scorer_features_from_the_first_step_and_the_samples_give_the_weights_of_their_own_passes(
+        peft_model, tiny_tokenizer, monkeypatch):
+    from mass import scorer as scorer_module
+    from mass.adaptation import _adapt_together, group_weights
+    from mass.scorer import STATS, Scorer
+
+    phi0 = lora_params(peft_model)
+    scorer = Scorer(peft_model.config.hidden_size, width=8, normalise="softmax", n_stats=len(STATS))
+    torch.manual_seed(0)
+    with torch.no_grad():  # a scorer that is not uniform, so that the features matter
+        for p in scorer.parameters():
+            p.normal_(0, 0.5)
+    having = [j for j, ex in enumerate(EXAMPLE_SETS) if ex]
+    targets, sets = [PROBLEMS[j].problem for j in having], [EXAMPLE_SETS[j] for j in having]
+    with torch.no_grad():
+        expected = group_weights(peft_model, tiny_tokenizer, scorer, targets, sets)  # every feature by its own pass
+        synth_stats = scorer_module.group_stats(peft_model, tiny_tokenizer, targets, sets)
+    # what sampling would have recorded: known for all but the last example (which a pass fills in)
+    known = [[tuple(synth_stats[g][i, :2].tolist()) + (1,) for i in range(len(ex))] for g, ex in enumerate(sets)]
+    known[-1][-1] = None
+    sample_nlls = [known[having.index(j)] if j in having else [] for j in range(len(EXAMPLE_SETS))]
+    passes = []
+    real = scorer_module._completion_nll
+    monkeypatch.setattr(scorer_module, "_completion_nll", lambda model, tok, prompts, *rest: (
+        passes.append(len(prompts)), real(model, tok, prompts, *rest))[1])
+    cfg = AdaptConfig(m=3, steps=2, lr=0.5)
+    records, phi = _adapt_together(peft_model, tiny_tokenizer, PROBLEMS, EXAMPLE_SETS, sample_nlls, phi0, scorer, cfg)
+    assert passes == [1]  # only the one example whose sample statistics were not known
+    got = [torch.tensor([e["weight"] for e in records[j]["examples"]]) for j in having]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-5)  # the records round to 5 digits
+    assert not torch.allclose(expected[1], torch.full((3,), 1 / 3))
+    rows = torch.tensor([p for p, ex in enumerate(EXAMPLE_SETS) for _ in ex])
+    used = [e for ex in EXAMPLE_SETS for e in ex]
+    reference = batched_adapt(peft_model, phi0, len(PROBLEMS), example_batch(tiny_tokenizer, used, "cpu"), rows,
+                              torch.cat(expected), 0.5, 2)
+    for name in phi0:  # the same up to the float32 scorer's rounding of the weights
+        torch.testing.assert_close(phi[name], reference[name], rtol=1e-5, atol=1e-5)
