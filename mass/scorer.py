@@ -102,7 +102,8 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> tor
         for idx in length_sorted_batches([len(t) for t in texts], batch_size):
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # padding-independent features
-            hidden = model(**enc, position_ids=positions, output_hidden_states=True).hidden_states[-1].float()  # (B, L, d)
+            hidden = model(**enc, position_ids=positions, output_hidden_states=True,  # no logits but the last
+                           logits_to_keep=1).hidden_states[-1].float()  # (B, L, d)      (a 128k vocabulary's are GBs)
             mask = enc["attention_mask"][..., None].float()
             out[idx] = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
     return out
