@@ -1,10 +1,11 @@
-"""How far test-time adaptation is from what this machine can do: matrix-product FLOPs per problem.
+"""How much arithmetic test-time adaptation does: matrix-product FLOPs and tokens per problem.
 
-`mass bench adapt` times MASS by part (generate, score, update, answer); this counts each part's
-matrix-product FLOPs (torch's FlopCounterMode: matmuls and attention, no elementwise work) on
-the embedded model with the shipped MASS checkpoint at MASS's tuned inference settings, and
-divides them by this core's float32 matrix-product rate: the seconds no implementation on this
-CPU can go below. It also counts Base's answers, the unit of the floor (m+1) x Base.
+`mass bench adapt` times MASS by part against the floor (m+1) x Base; this counts what each part
+computes (torch's FlopCounterMode: matmuls and attention, no elementwise work) on the embedded
+model with the shipped MASS checkpoint at MASS's tuned inference settings, the tokens sampled
+per problem (the m examples against Base's one answer), and this core's float32 matrix-product
+rate: FLOPs / rate is the time no implementation on this CPU goes below. (Timings under the
+counter are slower than plain runs; take seconds from `mass bench adapt`.)
 
     OMP_NUM_THREADS=1 python scripts/adapt_flops.py            # 32 minimath-500 problems
     OMP_NUM_THREADS=1 python scripts/adapt_flops.py --problems 64
@@ -34,12 +35,11 @@ from mass.tasks import load_task
 
 
 def counted(fn):
-    """(result, seconds, matrix-product FLOPs) of fn()."""
+    """(result, matrix-product FLOPs) of fn()."""
     counter = FlopCounterMode(display=False)
-    start = time.perf_counter()
     with counter:
         out = fn()
-    return out, time.perf_counter() - start, counter.get_total_flops()
+    return out, counter.get_total_flops()
 
 
 def matmul_rate() -> float:
@@ -71,32 +71,35 @@ def main() -> None:
         with use_lora(peft, phi0), merged_lora(peft):
             return synthesise(peft, tok, [p.problem for p in problems], cfg.m, cfg.synth, rng)
 
-    parts = {}
-    syntheses, *parts["generate"] = counted(synthesis)
-    (_, phi), seconds, flops = counted(lambda: _adapt_together(
-        peft, tok, problems, [s.examples for s in syntheses], [s.sample_nll for s in syntheses], phi0, scorer, cfg))
-    parts["score + update"] = [seconds, flops]  # one count: the scorer's features come from the first step
-    _, *parts["answer"] = counted(lambda: batched_answers(peft, tok, prompts, phi, SamplingConfig(), rng))
-    with peft.disable_adapter():
-        _, *base = counted(lambda: generate(peft, tok, prompts, SamplingConfig(), rng))
-    rate = matmul_rate()
     n = len(problems)
-    rows = {name: {"seconds": s / n, "gflop": f / n / 1e9, "bound_seconds": f / n / rate,
-                   "gflop_per_second": f / s / 1e9} for name, (s, f) in parts.items()}
-    result = {"problems": n, "adapt": {"m": cfg.m, "steps": cfg.steps, "lr": cfg.lr}, "threads": torch.get_num_threads(),
-              "matmul_gflop_per_second": rate / 1e9,
-              "parts": rows, "base_answer": {"seconds": base[0] / n, "gflop": base[1] / n / 1e9}}
-    total = {k: sum(r[k] for r in rows.values()) for k in ("seconds", "gflop", "bound_seconds")}
-    result["total"] = total
-    floor = (cfg.m + 1) * base[0] / n
+    flops = {}
+    syntheses, flops["generate"] = counted(synthesis)
+    (_, phi), flops["score + update"] = counted(lambda: _adapt_together(  # one count: the scorer's
+        peft, tok, problems, [s.examples for s in syntheses], [s.sample_nll for s in syntheses], phi0, scorer, cfg))
+    answers, flops["answer"] = counted(lambda: batched_answers(peft, tok, prompts, phi, SamplingConfig(), rng))
+    with peft.disable_adapter():  # features come from the first step's pass
+        base_answers, base_flops = counted(lambda: generate(peft, tok, prompts, SamplingConfig(), rng))
+    rate = matmul_rate()
+
+    def tokens(texts: list[str]) -> float:
+        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts) / n
+
+    sampled = {"synthesis": tokens([c for s in syntheses for c in s.completions]), "answer": tokens(answers),
+               "base answer": tokens(base_answers)}
+    parts = {name: {"gflop": f / n / 1e9, "bound_seconds": f / n / rate} for name, f in flops.items()}
+    total = sum(flops.values()) / n
+    result = {"problems": n, "adapt": {"m": cfg.m, "steps": cfg.steps, "lr": cfg.lr},
+              "matmul_gflop_per_second": rate / 1e9, "parts": parts, "total_gflop": total / 1e9,
+              "total_bound_seconds": total / rate, "base_gflop": base_flops / n / 1e9,
+              "tokens_sampled_per_problem": sampled}
     print(f"matrix products on this core: {rate / 1e9:.0f} GFLOP/s; {n} problems, MASS at K={cfg.steps}, m={cfg.m}")
-    print(f"{'part':16s} {'s/problem':>10s} {'GFLOP/problem':>14s} {'bound s':>8s} {'GFLOP/s':>8s}")
-    for name, r in rows.items():
-        print(f"{name:16s} {r['seconds']:10.3f} {r['gflop']:14.2f} {r['bound_seconds']:8.3f} {r['gflop_per_second']:8.1f}")
-    print(f"{'total':16s} {total['seconds']:10.3f} {total['gflop']:14.2f} {total['bound_seconds']:8.3f}")
-    print(f"floor (m+1) x Base = {floor:.3f} s/problem (Base {base[0] / n:.3f} s, {base[1] / n / 1e9:.2f} GFLOP); "
-          f"the matrix products alone need {total['bound_seconds'] / floor:.2f}x it")
-    result["floor_seconds"] = floor
+    print(f"{'part':16s} {'GFLOP/problem':>14s} {'bound s/problem':>16s}")
+    for name, r in parts.items():
+        print(f"{name:16s} {r['gflop']:14.2f} {r['bound_seconds']:16.3f}")
+    print(f"{'total':16s} {total / 1e9:14.2f} {total / rate:16.3f}")
+    print(f"Base: {base_flops / n / 1e9:.2f} GFLOP/problem, so (m+1) x Base = {(cfg.m + 1) * base_flops / n / 1e9:.2f}")
+    print(f"tokens sampled per problem: {sampled['synthesis']:.0f} in the {cfg.m} examples, "
+          f"{sampled['answer']:.0f} in MASS's answer, {sampled['base answer']:.0f} in Base's")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
