@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from mass.inner import Params, SFTBatch, next_token_logprobs
+from mass.inner import Params, SFTBatch, scored_logprobs
 from mass.losses import masked_mean_ce
 from mass.models import generate
 from mass.scorer import nll_summary
@@ -107,11 +107,10 @@ def _batched_losses(model, phi: Params, rows: torch.Tensor, batch: SFTBatch, chu
         part = SFTBatch(batch.input_ids[idx, :width], batch.attention_mask[idx, :width],
                         batch.target_mask[idx, : width - 1])
         with per_row_lora(model, phi, rows[idx]):
-            logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
-        logp = next_token_logprobs(logits, part.input_ids)
-        losses.append(masked_mean_ce(logp, part.target_mask))
+            logp, scored = scored_logprobs(model, {}, part)
+        losses.append(masked_mean_ce(logp, scored))
         if summarise:
-            summaries.append(nll_summary(-logp, part.target_mask))
+            summaries.append(nll_summary(-logp, scored))
     back = torch.argsort(order)
     return torch.cat(losses)[back], torch.cat(summaries)[back] if summarise else None
 

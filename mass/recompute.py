@@ -31,7 +31,7 @@ from torch.func import functional_call, vjp
 from transformers.masking_utils import create_causal_mask
 
 from mass.errors import MassError
-from mass.inner import Params, SFTBatch, answer_ce
+from mass.inner import Params, SFTBatch, answer_ce, scored_start
 
 
 @dataclass
@@ -101,8 +101,10 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
                                       "position_embeddings": position_embeddings})
         return out[0] if isinstance(out, tuple) else out
 
-    def head(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        losses = answer_ce(decoder.head(decoder.norm(h)), batch)
+    start = scored_start(batch)
+
+    def head(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # logits where scored only
+        losses = answer_ce(decoder.head(decoder.norm(h[:, start:])), batch)
         return (s.to(losses.dtype) * losses).sum(), losses
 
     last = len(decoder.layers) - 1

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mass.errors import MassError
-from mass.inner import token_logprobs
+from mass.inner import scored_logprobs
 from mass.models import length_sorted_batches, make_sft_batch, uses_chat_template
 from mass.prompts import SynthExample, solve_prompt, synth_completion, synth_prompt
 
@@ -165,7 +165,8 @@ def _completion_nll(model, tokenizer, prompts: list, completions: list[str], chu
     out = torch.zeros(len(prompts), 3, device=device)
     for idx in length_sorted_batches([len(p) + len(c) for p, c in zip(prompts, completions)], chunk):
         batch = make_sft_batch(tokenizer, [prompts[i] for i in idx], [completions[i] for i in idx], device)
-        out[idx] = nll_summary(-token_logprobs(model, {}, batch.input_ids, batch.attention_mask), batch.target_mask)
+        logp, scored = scored_logprobs(model, {}, batch)
+        out[idx] = nll_summary(-logp, scored)
     return out
 
 

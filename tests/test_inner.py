@@ -138,3 +138,22 @@ def test_lora_outside_linear_layers_gets_its_per_example_gradient_too(tiny_token
     hybrid = meta_grad_hybrid(model, phi0, batch, s, 0.1, 2, outer)
     unrolled = meta_grad_unrolled(model, phi0, batch, s, 0.1, 2, outer)
     assert (hybrid.ds - unrolled.ds).norm() / unrolled.ds.norm() < 1e-8
+
+
+def test_losses_need_no_logits_before_the_first_scored_position(setup):
+    from mass.inner import scored_start, token_logprobs
+    from mass.losses import masked_mean_ce
+
+    model, phi0, batch, _ = setup
+    start = scored_start(batch)
+    assert 0 < start == int(batch.target_mask.any(0).nonzero()[0])  # the prompts are not scored
+    head_rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: head_rows.append(out.shape[1]))
+    try:
+        with torch.no_grad():
+            windowed = example_losses(model, phi0, batch)
+            full = masked_mean_ce(token_logprobs(model, phi0, batch.input_ids, batch.attention_mask), batch.target_mask)
+    finally:
+        hook.remove()
+    assert head_rows == [batch.input_ids.shape[1] - start, batch.input_ids.shape[1]]
+    torch.testing.assert_close(windowed, full, rtol=1e-12, atol=1e-12)
