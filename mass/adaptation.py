@@ -93,6 +93,13 @@ def use_lora(model, phi: Params) -> Iterator[None]:
                 params[n].copy_(value)
 
 
+def synthesise_with(model, tokenizer, targets: list[str], phi0: Params, cfg: AdaptConfig,
+                    rng: torch.Generator | None) -> list:
+    """`cfg.m` examples per target, sampled by the generator phi0 with its LoRA folded into the weights."""
+    with use_lora(model, phi0), merged_lora(model):
+        return synthesise(model, tokenizer, targets, cfg.m, cfg.synth, rng)
+
+
 def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scorer: Scorer | None, cfg: AdaptConfig,
                             task, answer_sampling: SamplingConfig, rng: torch.Generator | None) -> list[dict]:
     """For each problem: synthesise m examples, weight them, adapt phi0 -> phi_K, answer with phi_K.
@@ -104,8 +111,7 @@ def synthesise_adapt_answer(model, tokenizer, problems: list, phi0: Params, scor
     if cfg.weights == "scorer" and scorer is None:
         raise MassError("weights=scorer needs a meta-trained scorer (--checkpoint DIR), or use weights=uniform")
     t0 = time.perf_counter()
-    with use_lora(model, phi0), merged_lora(model):
-        syntheses = synthesise(model, tokenizer, [p.problem for p in problems], cfg.m, cfg.synth, rng)
+    syntheses = synthesise_with(model, tokenizer, [p.problem for p in problems], phi0, cfg, rng)
     generate_seconds = (time.perf_counter() - t0) / max(1, len(problems))
     records = adapt_answer(model, tokenizer, problems, [s.examples for s in syntheses], phi0, scorer, cfg,
                            task, answer_sampling, rng, [s.sample_nll for s in syntheses])

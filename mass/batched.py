@@ -87,18 +87,13 @@ def batched_example_losses(model: torch.nn.Module, phi: Params, rows: torch.Tens
     Rows go through the model `chunk` at a time, sorted by length and cut to the longest of each
     chunk: many problems' examples padded to the longest of all would waste about a quarter of the
     compute. Right padding never changes the real tokens' logits, so the losses are the same."""
-    return _batched_losses(model, phi, rows, batch, chunk, summarise=False)[0]
+    return batched_losses_and_answer_nll(model, phi, rows, batch, chunk)[0]
 
 
 def batched_losses_and_answer_nll(model: torch.nn.Module, phi: Params, rows: torch.Tensor, batch: SFTBatch,
                                   chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """`batched_example_losses`, and the (mean, largest, count) of each row's answer token NLLs,
     detached (the scorer's `answer_*` features, mass/scorer.py).  -> (N,), (N, 3)"""
-    return _batched_losses(model, phi, rows, batch, chunk, summarise=True)
-
-
-def _batched_losses(model, phi: Params, rows: torch.Tensor, batch: SFTBatch, chunk: int,
-                    summarise: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     lengths = batch.attention_mask.sum(-1)
     order = torch.argsort(lengths)
     losses, summaries = [], []
@@ -109,10 +104,9 @@ def _batched_losses(model, phi: Params, rows: torch.Tensor, batch: SFTBatch, chu
         with per_row_lora(model, phi, rows[idx]):
             logp, scored = scored_logprobs(model, {}, part)
         losses.append(masked_mean_ce(logp, scored))
-        if summarise:
-            summaries.append(nll_summary(-logp, scored))
+        summaries.append(nll_summary(-logp, scored))  # elementwise on (rows, k): nothing next to the pass
     back = torch.argsort(order)
-    return torch.cat(losses)[back], torch.cat(summaries)[back] if summarise else None
+    return torch.cat(losses)[back], torch.cat(summaries)[back]
 
 
 Weights = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
@@ -128,12 +122,8 @@ def batched_trajectory(model: torch.nn.Module, phi0: Params, n_problems: int, ba
     for _ in range(steps):
         leaves = {name: p.clone().requires_grad_(True) for name, p in phi.items()}
         with torch.enable_grad():
-            if callable(s):
-                losses, answer_nll = batched_losses_and_answer_nll(model, leaves, rows, batch)
-                s = s(answer_nll)
-            else:
-                losses = batched_example_losses(model, leaves, rows, batch)
-            s = s.detach()
+            losses, answer_nll = batched_losses_and_answer_nll(model, leaves, rows, batch)
+            s = (s(answer_nll) if callable(s) else s).detach()
             grads = torch.autograd.grad((s.to(losses.dtype) * losses).sum(), list(leaves.values()),
                                         allow_unused=True)
         phi = {name: (p - alpha * g).detach() if g is not None else p.detach()

@@ -59,21 +59,25 @@ def scored_start(batch: SFTBatch) -> int:
     return int(scored[0]) if len(scored) else batch.target_mask.shape[1]
 
 
-def answer_ce(logits: torch.Tensor, batch: SFTBatch) -> torch.Tensor:
-    """l_i: mean token cross-entropy of each answer part, from the logits of the batch's last
-    logits.shape[1] positions (all of them, or from `scored_start` on).  -> (m,)"""
+def window_logprobs(logits: torch.Tensor, batch: SFTBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(token t+1 | tokens <= t) and the target mask, from the logits of the batch's last
+    logits.shape[1] positions (all of them, or from `scored_start` on).  -> (B, k-1), (B, k-1)"""
     start = batch.input_ids.shape[1] - logits.shape[1]
-    return masked_mean_ce(next_token_logprobs(logits, batch.input_ids[:, start:]), batch.target_mask[:, start:])
+    return next_token_logprobs(logits, batch.input_ids[:, start:]), batch.target_mask[:, start:]
+
+
+def answer_ce(logits: torch.Tensor, batch: SFTBatch) -> torch.Tensor:
+    """l_i: mean token cross-entropy of each answer part, from logits as `window_logprobs` takes them.  -> (m,)"""
+    return masked_mean_ce(*window_logprobs(logits, batch))
 
 
 def scored_logprobs(model: torch.nn.Module, params: Params, batch: SFTBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(token t+1 | tokens <= t) under base + params from `scored_start` on, and the target
-    mask of those positions (the model computes no logits before them).  -> (B, k), (B, k)"""
-    start = scored_start(batch)
+    """`window_logprobs` under base + params from `scored_start` on (the model computes no logits
+    before it).  -> (B, k), (B, k)"""
     logits = functional_call(model, params, args=(), strict=False, kwargs={
         "input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-        "logits_to_keep": batch.input_ids.shape[1] - start}).logits  # >= 1: the mask is one shorter than a row
-    return next_token_logprobs(logits, batch.input_ids[:, start:]), batch.target_mask[:, start:]
+        "logits_to_keep": batch.input_ids.shape[1] - scored_start(batch)}).logits  # >= 1: the mask is one shorter
+    return window_logprobs(logits, batch)
 
 
 def example_losses(model: torch.nn.Module, params: Params, batch: SFTBatch) -> torch.Tensor:

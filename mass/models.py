@@ -336,10 +336,11 @@ def _sample(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor,
     scores = torch.zeros(tokens.shape, device=input_ids.device) if logprobs else None
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # of the rows alive
     for step in range(sampling.max_new_tokens):
-        next_tok = _pick(logits.float(), sampling, rng)  # (rows alive,)
+        logits = logits.float()
+        next_tok = _pick(logits, sampling, rng)  # (rows alive,)
         tokens[alive, step] = next_tok
         if scores is not None:
-            scores[alive, step] = torch.log_softmax(logits.float(), -1).gather(-1, next_tok[:, None]).squeeze(-1)
+            scores[alive, step] = torch.log_softmax(logits, -1).gather(-1, next_tok[:, None]).squeeze(-1)
         done |= torch.isin(next_tok, eos)
         n_done = int(done.sum())
         if n_done == len(alive) or step + 1 == sampling.max_new_tokens:

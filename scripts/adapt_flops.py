@@ -24,13 +24,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mass.adaptation import AdaptConfig, _adapt_together, use_lora
+from mass.adaptation import AdaptConfig, _adapt_together, synthesise_with
 from mass.batched import batched_answers
 from mass.checkpoint import load_meta_checkpoint
 from mass.evaluate import Tunings, tuned_adapt
-from mass.models import SamplingConfig, generate, load_model, merged_lora
+from mass.models import SamplingConfig, generate, load_model
 from mass.prompts import solve_prompt
-from mass.synthesis import synthesise
 from mass.tasks import load_task
 
 
@@ -66,18 +65,15 @@ def main() -> None:
     cfg = replace(tuned_adapt(AdaptConfig(), Tunings(), "mass"), batch_problems=args.problems)
     prompts = [solve_prompt(p.problem) for p in problems]
     rng = torch.Generator().manual_seed(0)
-
-    def synthesis():
-        with use_lora(peft, phi0), merged_lora(peft):
-            return synthesise(peft, tok, [p.problem for p in problems], cfg.m, cfg.synth, rng)
-
     n = len(problems)
     flops = {}
-    syntheses, flops["generate"] = counted(synthesis)
-    (_, phi), flops["score + update"] = counted(lambda: _adapt_together(  # one count: the scorer's
+    syntheses, flops["generate"] = counted(lambda: synthesise_with(peft, tok, [p.problem for p in problems], phi0,
+                                                                   cfg, rng))
+    # one count for both: the scorer's features come from the first inner step's forward pass
+    (_, phi), flops["score + update"] = counted(lambda: _adapt_together(
         peft, tok, problems, [s.examples for s in syntheses], [s.sample_nll for s in syntheses], phi0, scorer, cfg))
     answers, flops["answer"] = counted(lambda: batched_answers(peft, tok, prompts, phi, SamplingConfig(), rng))
-    with peft.disable_adapter():  # features come from the first step's pass
+    with peft.disable_adapter():
         base_answers, base_flops = counted(lambda: generate(peft, tok, prompts, SamplingConfig(), rng))
     rate = matmul_rate()
 
