@@ -3,9 +3,10 @@
 `mass bench adapt` times MASS by part against the floor (m+1) x Base; this counts what each part
 computes (torch's FlopCounterMode: matmuls and attention, no elementwise work) on the embedded
 model with the shipped MASS checkpoint at MASS's tuned inference settings, the tokens sampled
-per problem (the m examples against Base's one answer), and this core's float32 matrix-product
-rate: FLOPs / rate is the time no implementation on this CPU goes below. (Timings under the
-counter are slower than plain runs; take seconds from `mass bench adapt`.)
+per problem (the m examples against Base's one answer), how many examples' NLLs came from
+sampling them (the rest cost the scorer a pass), and this core's float32 matrix-product rate:
+FLOPs / rate is the time no implementation on this CPU goes below. (Timings under the counter
+are slower than plain runs; take seconds from `mass bench adapt`.)
 
     OMP_NUM_THREADS=1 python scripts/adapt_flops.py            # 32 minimath-500 problems
     OMP_NUM_THREADS=1 python scripts/adapt_flops.py --problems 64
@@ -82,12 +83,14 @@ def main() -> None:
 
     sampled = {"synthesis": tokens([c for s in syntheses for c in s.completions]), "answer": tokens(answers),
                "base answer": tokens(base_answers)}
+    examples = sum(len(s.examples) for s in syntheses)
+    known = sum(nll is not None for s in syntheses for nll in s.sample_nll)  # the rest cost the scorer a pass
     parts = {name: {"gflop": f / n / 1e9, "bound_seconds": f / n / rate} for name, f in flops.items()}
     total = sum(flops.values()) / n
     result = {"problems": n, "adapt": {"m": cfg.m, "steps": cfg.steps, "lr": cfg.lr},
               "matmul_gflop_per_second": rate / 1e9, "parts": parts, "total_gflop": total / 1e9,
               "total_bound_seconds": total / rate, "base_gflop": base_flops / n / 1e9,
-              "tokens_sampled_per_problem": sampled}
+              "tokens_sampled_per_problem": sampled, "examples": examples, "sample_nll_from_sampling": known}
     print(f"matrix products on this core: {rate / 1e9:.0f} GFLOP/s; {n} problems, MASS at K={cfg.steps}, m={cfg.m}")
     print(f"{'part':16s} {'GFLOP/problem':>14s} {'bound s/problem':>16s}")
     for name, r in parts.items():
@@ -96,6 +99,7 @@ def main() -> None:
     print(f"Base: {base_flops / n / 1e9:.2f} GFLOP/problem, so (m+1) x Base = {(cfg.m + 1) * base_flops / n / 1e9:.2f}")
     print(f"tokens sampled per problem: {sampled['synthesis']:.0f} in the {cfg.m} examples, "
           f"{sampled['answer']:.0f} in MASS's answer, {sampled['base answer']:.0f} in Base's")
+    print(f"examples whose NLLs came from sampling them: {known} of {examples}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
