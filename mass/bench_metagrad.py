@@ -10,8 +10,11 @@ the CE of one gold sequence), as in `mass meta-train`. The modes (mass/metagrad.
 
 Each mode runs in a fresh process (so one mode's freed memory cannot hide another's peak) on the
 same random batch: token ids drawn from the vocabulary, the second half of each sequence scored.
-Peak memory is above the loaded model and batch: on GPU `torch.cuda.max_memory_allocated`, on
-CPU the peak resident set size (Linux VmHWM, reset after loading). Every mode's dL/ds is compared
+Peak memory is above the loaded model and batch, two ways: the peak of tensor storage alive at
+once (`TensorPeak`, one more run: what `torch.cuda.max_memory_allocated` counts, without an
+allocator's rounding, on any device; the ratios are of this one), and what the process saw: on
+GPU `torch.cuda.max_memory_allocated`, on CPU the peak resident set size (Linux VmHWM, reset
+after loading; the C heap keeps freed blocks, so it reads up to 2x the tensors' peak). Every mode's dL/ds is compared
 with the first meta-gradient mode's, so a fast mode that is wrong shows. Writes
 OUT/metagrad-NAME.json and .md.
 
@@ -33,12 +36,15 @@ import os
 import platform
 import statistics
 import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch.func import grad
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
 from mass.cli import quiet_libraries
@@ -171,8 +177,44 @@ def measure_mode(cfg_dict: dict, mode: str) -> dict:
         _sync(device)
         seconds.append(time.perf_counter() - t0)
     peak = _peak_above(device, baseline)
-    return {"mode": mode, "seconds": round(statistics.median(seconds), 4), "peak_gb": round(peak / 2**30, 4),
+    with TensorPeak() as tensors:
+        step()
+    return {"mode": mode, "seconds": round(statistics.median(seconds), 4),
+            "tensor_peak_gb": round(tensors.peak / 2**30, 4), "peak_gb": round(peak / 2**30, 4),
             "ds": None if ds is None else [float(x) for x in ds], "model_info": info}
+
+
+class TensorPeak(TorchDispatchMode):
+    """The most bytes of tensor storage alive at once among those created while it is active.
+
+    Every operation's new output storage is counted from its creation until it is freed (a weak
+    reference's callback); views and in-place results are not new storage, and what existed
+    before (the model, the batch) is never counted. Runs on any device, fake or meta tensors too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._counted: dict[int, weakref.ref] = {}  # id(storage) -> reference that uncounts it
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not any(r.alias_info for r in func._schema.returns):  # views and in-place ops make no storage
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self._count(t.untyped_storage())
+        return out
+
+    def _count(self, storage: torch.UntypedStorage) -> None:
+        key, size = id(storage), storage.nbytes()
+        if key in self._counted:
+            return
+        self._counted[key] = weakref.ref(storage, lambda _, key=key, size=size: self._uncount(key, size))
+        self.live += size
+        self.peak = max(self.peak, self.live)
+
+    def _uncount(self, key: int, size: int) -> None:
+        self.live -= size
+        self._counted.pop(key, None)
 
 
 def _load(cfg: MetaGradBenchConfig, device: torch.device):
@@ -266,13 +308,14 @@ def _add_ratios(rows: list[dict]) -> None:
     by_mode = {r["mode"]: r for r in rows}
     for r in rows:
         for ref in ("unrolled", "sft"):
-            if ref in by_mode and by_mode[ref]["peak_gb"] > 0:
-                r[f"memory_vs_{ref}"] = round(r["peak_gb"] / by_mode[ref]["peak_gb"], 3)
+            if ref in by_mode and by_mode[ref]["tensor_peak_gb"] > 0:
+                r[f"memory_vs_{ref}"] = round(r["tensor_peak_gb"] / by_mode[ref]["tensor_peak_gb"], 3)
                 r[f"time_vs_{ref}"] = round(r["seconds"] / by_mode[ref]["seconds"], 3)
 
 
 def _format_row(row: dict) -> str:
-    return f"{row['mode']}: {row['seconds']:.3f} s, peak {row['peak_gb']:.3f} GB above the model"
+    return (f"{row['mode']}: {row['seconds']:.3f} s, tensors' peak {row['tensor_peak_gb']:.3f} GB above the model "
+            f"(process: {row['peak_gb']:.3f} GB)")
 
 
 def format_table(result: dict) -> str:
@@ -280,10 +323,14 @@ def format_table(result: dict) -> str:
     lines = [f"meta-step: m={c['m']}, K={c['steps']}, {c['tokens']} tokens, {c['dtype']}, LoRA r={c['rank']} on "
              f"{','.join(c['targets'])}; model {c['model'] or 'embedded'} ({info['layers']} layers, d={info['hidden']}, "
              f"{info['base_params_m']}M params); {result['device']}", "",
-             "| mode | seconds | peak GB above model | memory / unrolled | memory / SFT step | time / unrolled "
-             "| dL/ds rel. diff |", "|---|---|---|---|---|---|---|"]
+             "| mode | seconds | tensors' peak GB | process peak GB | memory / unrolled | memory / SFT step "
+             "| time / unrolled | dL/ds rel. diff |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         diff = f"{r['ds_rel_diff']:.1e}" if "ds_rel_diff" in r else "-"
-        lines.append(f"| {r['mode']} | {r['seconds']:.3f} | {r['peak_gb']:.3f} | {r.get('memory_vs_unrolled', '-')} "
-                     f"| {r.get('memory_vs_sft', '-')} | {r.get('time_vs_unrolled', '-')} | {diff} |")
+        lines.append(f"| {r['mode']} | {r['seconds']:.3f} | {r['tensor_peak_gb']:.3f} | {r['peak_gb']:.3f} "
+                     f"| {r.get('memory_vs_unrolled', '-')} | {r.get('memory_vs_sft', '-')} "
+                     f"| {r.get('time_vs_unrolled', '-')} | {diff} |")
+    process = "torch.cuda.max_memory_allocated" if "CPU" not in result["device"] else "peak resident set size"
+    lines += ["", f"Peaks above the loaded model and batch. Tensors' peak: the most tensor storage alive at once "
+                  f"(the memory ratios are of it); process peak: {process}."]
     return "\n".join(lines)

@@ -30,6 +30,16 @@ class SFTBatch:
     attention_mask: torch.Tensor  # (m, L)
     target_mask: torch.Tensor  # (m, L-1): 1 where token t+1 is part of the answer (completion + EOS)
 
+    def rows(self, index: slice | torch.Tensor) -> SFTBatch:
+        """The examples `index` picks, as a batch of their own."""
+        return SFTBatch(self.input_ids[index], self.attention_mask[index], self.target_mask[index])
+
+
+def row_slices(n: int, size: int | None) -> list[slice]:
+    """0..n-1 in consecutive slices of `size` rows (one slice of all n for None)."""
+    size = size or max(n, 1)
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
 
 def lora_params(model: torch.nn.Module) -> Params:
     """The trainable (LoRA) parameters of a PEFT model, as detached copies (PEFT keeps them fp32)."""

@@ -31,7 +31,7 @@ import torch
 from torch.func import grad, grad_and_value, jvp
 
 from mass.batched import batched_example_losses, lora_layers, stack_params
-from mass.inner import Params, SFTBatch, adapt_unrolled, example_losses, inner_loss
+from mass.inner import Params, SFTBatch, adapt_unrolled, example_losses, inner_loss, row_slices
 from mass.recompute import decoder_of, loss_grad_blockwise, split_by_layer
 from mass.tangents import lean_linears
 
@@ -43,17 +43,24 @@ class MetaGrad:
     phi_K: Params  # the adapted parameters (detached)
 
 
-def example_grads(model: torch.nn.Module, phi: Params, batch: SFTBatch) -> Params:
+def example_grads(model: torch.nn.Module, phi: Params, batch: SFTBatch, rows_at_once: int | None = None) -> Params:
     """grad l_i(phi) of every example i, stacked: {name: (m, *shape)}.
 
-    One forward and backward pass of the m examples, each under its own copy of phi (the per-row
-    LoRA of mass/batched.py), so slice i holds example i's gradient. That covers LoRA A/B matrices
-    of linear layers; other trainable entries (LoRA on embeddings, DoRA magnitudes, modules to
-    save) take one gradient per example instead."""
+    A forward and backward pass of the examples, each under its own copy of phi (the per-row
+    LoRA of mass/batched.py), so slice i holds example i's gradient; `rows_at_once` examples per
+    pass (None: all m), which is what such a pass holds activations for. That covers LoRA A/B
+    matrices of linear layers; other trainable entries (LoRA on embeddings, DoRA magnitudes,
+    modules to save) take one gradient per example instead."""
     m = batch.input_ids.shape[0]
     covered = {name for _, a, b, _ in lora_layers(model, phi).values() for name in (a, b)}
     if set(phi) - covered:
         return _example_grads_one_by_one(model, phi, batch)
+    parts = [_stacked_grads(model, phi, batch.rows(rows)) for rows in row_slices(m, rows_at_once)]
+    return {n: torch.cat([part[n] for part in parts]) for n in phi}
+
+
+def _stacked_grads(model: torch.nn.Module, phi: Params, batch: SFTBatch) -> Params:
+    m = batch.input_ids.shape[0]
     copies = {n: p.clone().requires_grad_(True) for n, p in stack_params(phi, m).items()}
     with torch.enable_grad():
         losses = batched_example_losses(model, copies, torch.arange(m, device=batch.input_ids.device), batch)
@@ -62,22 +69,18 @@ def example_grads(model: torch.nn.Module, phi: Params, batch: SFTBatch) -> Param
 
 
 def _example_grads_one_by_one(model: torch.nn.Module, phi: Params, batch: SFTBatch) -> Params:
-    rows = [grad(lambda phi, i=i: example_losses(model, phi, _row(batch, i)).sum())(phi)
+    rows = [grad(lambda phi, i=i: example_losses(model, phi, batch.rows(slice(i, i + 1))).sum())(phi)
             for i in range(batch.input_ids.shape[0])]
     return {n: torch.stack([r[n] for r in rows]) for n in phi}
 
 
-def _row(batch: SFTBatch, i: int) -> SFTBatch:
-    return SFTBatch(batch.input_ids[i:i + 1], batch.attention_mask[i:i + 1], batch.target_mask[i:i + 1])
-
-
 def adapt_with_example_grads(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
-                             steps: int) -> tuple[list[Params], list[Params]]:
+                             steps: int, rows_at_once: int | None = None) -> tuple[list[Params], list[Params]]:
     """([phi_0, ..., phi_K], [g_0, ..., g_{K-1}]) with g_k = `example_grads` at phi_k; all detached."""
     s = s.detach()
     trajectory, grads = [{n: p.detach() for n, p in phi0.items()}], []
     for _ in range(steps):
-        phi, g = trajectory[-1], example_grads(model, trajectory[-1], batch)
+        phi, g = trajectory[-1], example_grads(model, trajectory[-1], batch, rows_at_once)
         grads.append(g)
         trajectory.append({n: phi[n] - alpha * torch.tensordot(s.to(g[n].dtype), g[n], 1) for n in phi})
     return trajectory, grads
@@ -85,15 +88,16 @@ def adapt_with_example_grads(model: torch.nn.Module, phi0: Params, batch: SFTBat
 
 def meta_grad_hybrid(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
                      steps: int, outer_loss: Callable[[Params], torch.Tensor],
-                     inner_grad: Callable[[Params], Params] | None = None) -> MetaGrad:
+                     inner_grad: Callable[[Params], Params] | None = None,
+                     rows_at_once: int | None = None) -> MetaGrad:
     """dL_outer(phi_K)/ds by the forward-over-reverse adjoint recurrence (module docstring).
 
     `inner_grad(phi) -> grad L_in(phi)` is the function pushed forward along lambda for H_k lambda;
     by default `grad(inner_loss)`, and `meta_grad_hybrid_recompute` passes one that holds one
-    decoder block's activations at a time."""
+    decoder block's activations at a time. `rows_at_once`: examples per pass of `example_grads`."""
     s = s.detach()
     inner_grad = inner_grad or grad(lambda phi: inner_loss(model, phi, batch, s))
-    trajectory, grads = adapt_with_example_grads(model, phi0, batch, s, alpha, steps)
+    trajectory, grads = adapt_with_example_grads(model, phi0, batch, s, alpha, steps, rows_at_once)
     lam, value = grad_and_value(outer_loss)(trajectory[-1])  # lambda_K = grad L_outer(phi_K)
     lam = {n: t.detach() for n, t in lam.items()}
     ds = torch.zeros_like(s, dtype=next(iter(lam.values())).dtype)
@@ -109,15 +113,19 @@ def meta_grad_hybrid(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: t
 
 
 def meta_grad_hybrid_recompute(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,
-                               steps: int, outer_loss: Callable[[Params], torch.Tensor]) -> MetaGrad:
+                               steps: int, outer_loss: Callable[[Params], torch.Tensor],
+                               rows_at_once: int = 1) -> MetaGrad:
     """dL_outer(phi_K)/ds by `meta_grad_hybrid`'s recurrence with the Hessian-vector products
-    computed block by block (mass/recompute.py). The K inner steps and lambda_K = grad L_outer(phi_K)
-    are plain gradients: they hold what one SFT step holds, and recomputing them would only cost time."""
+    computed block by block (mass/recompute.py). The K inner steps (each example's gradient) are
+    plain gradients of `rows_at_once` examples at a time, and lambda_K = grad L_outer(phi_K) one of
+    the gold sequence: each holds what an SFT step on those rows holds (recomputing blocks there
+    would only cost time), and the loss head's logits are computed for `rows_at_once` rows at a
+    time too: what is held at once is one block's, or those rows', never all m examples'."""
     s = s.detach()
     decoder = decoder_of(model)  # once, and before any work: a model it cannot split is an error now
     split_by_layer(decoder, phi0)
-    return meta_grad_hybrid(model, phi0, batch, s, alpha, steps, outer_loss,
-                            inner_grad=lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder)[0])
+    return meta_grad_hybrid(model, phi0, batch, s, alpha, steps, outer_loss, rows_at_once=rows_at_once,
+                            inner_grad=lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder, rows_at_once)[0])
 
 
 def meta_grad_unrolled(model: torch.nn.Module, phi0: Params, batch: SFTBatch, s: torch.Tensor, alpha: float,

@@ -31,7 +31,7 @@ from torch.func import functional_call, vjp
 from transformers.masking_utils import create_causal_mask
 
 from mass.errors import MassError
-from mass.inner import Params, SFTBatch, answer_ce, scored_start
+from mass.inner import Params, SFTBatch, answer_ce, row_slices, scored_start
 
 
 @dataclass
@@ -82,12 +82,15 @@ def _causal_mask(decoder: Decoder, embeds: torch.Tensor, attention_mask: torch.T
 
 
 def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s: torch.Tensor,
-                        decoder: Decoder | None = None) -> tuple[Params, torch.Tensor]:
+                        decoder: Decoder | None = None, head_rows: int | None = None) -> tuple[Params, torch.Tensor]:
     """(grad_phi L_in, l) with L_in = sum_i s_i l_i, recomputing one decoder block at a time.
 
     Equal to `grad(inner_loss)` and `example_losses` of mass/inner.py up to float rounding
     (tests/test_recompute.py); the position ids are 0..L-1, as the model's own forward uses for
-    right-padded rows. `decoder`: `decoder_of(model)`, if the caller already has it."""
+    right-padded rows. `decoder`: `decoder_of(model)`, if the caller already has it. The head
+    (norm, LM head, loss) runs `head_rows` rows at a time (None: all): each row's loss depends on
+    its own hidden states only, and a large vocabulary's logits of all rows would be the largest
+    thing held (Llama 3's 128k entries, 12 rows of 1,024 tokens: 6 GB per float32 copy)."""
     decoder = decoder or decoder_of(model)
     per_layer = split_by_layer(decoder, phi)
     embeds = decoder.embed(batch.input_ids)
@@ -103,9 +106,9 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
 
     start = scored_start(batch)
 
-    def head(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # logits where scored only
-        losses = answer_ce(decoder.head(decoder.norm(h[:, start:])), batch)
-        return (s.to(losses.dtype) * losses).sum(), losses
+    def head(h: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:  # logits where scored only
+        losses = answer_ce(decoder.head(decoder.norm(h[:, start:])), batch.rows(rows))
+        return (s[rows].to(losses.dtype) * losses).sum(), losses
 
     last = len(decoder.layers) - 1
     inputs = [embeds]  # h_0 .. h_{B-1}: the only activations kept between blocks
@@ -113,9 +116,7 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
         inputs.append(block(b, inputs[-1], per_layer[b]))
     # the last block's backward comes right after the head's: keep its activations, not recompute them
     h_last, last_vjp = vjp(lambda h, params: block(last, h, params), inputs.pop(), per_layer[last])
-    _, head_vjp, losses = vjp(head, h_last, has_aux=True)
-    (g,) = head_vjp(torch.ones((), dtype=losses.dtype, device=losses.device), retain_graph=False)
-    del head_vjp  # each pullback is dropped once used, so that its saved activations go with it
+    g, losses = _head_backward(head, h_last, head_rows)
     grads: Params = {}
     for b in reversed(range(last + 1)):
         pullback = last_vjp if b == last else vjp(lambda h, params, b=b: block(b, h, params), inputs.pop(),
@@ -125,3 +126,16 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
         del pullback
         grads.update({decoder.layer_prefixes[b] + n: t for n, t in layer_grads.items()})
     return {n: grads[n] for n in phi}, losses
+
+
+def _head_backward(head, h: torch.Tensor, rows_at_once: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/dh, l): the head's vjp `rows_at_once` rows at a time; each pullback is dropped once
+    used, so that its saved activations (the logits) go with it."""
+    grads, losses = [], []
+    for rows in row_slices(h.shape[0], rows_at_once):
+        _, head_vjp, part_losses = vjp(lambda h_rows, rows=rows: head(h_rows, rows), h[rows], has_aux=True)
+        (g,) = head_vjp(torch.ones((), dtype=part_losses.dtype, device=part_losses.device), retain_graph=False)
+        del head_vjp
+        grads.append(g)
+        losses.append(part_losses)
+    return torch.cat(grads), torch.cat(losses)

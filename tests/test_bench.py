@@ -4,7 +4,9 @@ benchmarks print numbers, tests check behaviour)."""
 import json
 
 import pytest
+import torch
 
+from mass.bench_metagrad import TensorPeak
 from mass.cli import main
 
 
@@ -19,9 +21,27 @@ def test_bench_metagrad_measures_every_mode_and_they_agree(tmp_path, tiny_model_
     for mode in ("hybrid", "hybrid-recompute"):  # the same meta-gradient as unrolled, in float32
         assert rows[mode]["ds_reference"] == "unrolled" and rows[mode]["ds_rel_diff"] < 1e-4
     for row in rows.values():
-        assert row["seconds"] > 0 and row["peak_gb"] >= 0 and row["memory_vs_sft"] >= 0
+        assert row["seconds"] > 0 and row["peak_gb"] >= 0 and row["tensor_peak_gb"] > 0 and row["memory_vs_sft"] > 0
     assert result["model_info"]["layers"] == 2
     assert "| hybrid-recompute |" in (tmp_path / "metagrad-tiny.md").read_text()
+
+
+def test_tensor_peak_counts_new_storage_while_it_lives_and_nothing_that_existed_before():
+    before = torch.zeros(1_000_000)  # 4 MB made outside: views and in-place writes of it are not new memory
+    with TensorPeak() as tracked:
+        before.add_(1)
+        view = before[:10].view(2, 5)
+        big = torch.ones(500_000)  # 2 MB
+        del big
+        small = torch.ones(250_000) * 2  # 1 MB for ones, then 1 MB for the product; ones freed
+        assert tracked.live == 1_000_000
+        with torch.enable_grad():  # saved for backward: alive until the graph goes
+            x = torch.ones(10_000, requires_grad=True)
+            y = (x.exp() * 3).sum()
+            y.backward()
+    assert tracked.peak == 2_000_000  # big alone, then ones + product; small and the graph's stay below
+    assert tracked.live == 1_000_000 + 2 * 40_000 + 4  # small, x and x.grad, and y: the graph's went with it
+    assert view.shape == (2, 5) and small.numel() and before[0] == 1
 
 
 def test_bench_metagrad_rejects_bad_settings_before_any_work(capsys):

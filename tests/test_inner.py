@@ -80,9 +80,16 @@ def test_one_inner_step_lowers_the_weighted_loss(setup):
     assert (s * example_losses(model, phi1, batch)).sum() < phi0_loss
 
 
-def test_example_grads_are_each_examples_own_gradient(setup):
+@pytest.mark.parametrize("rows_at_once", [None, 1, 2])
+def test_example_grads_are_each_examples_own_gradient(setup, rows_at_once):
     model, phi0, batch, _ = setup
-    grads = example_grads(model, phi0, batch)
+    seen = []  # the rows of each forward pass: no pass holds more than rows_at_once examples
+    hook = model.get_input_embeddings().register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    try:
+        grads = example_grads(model, phi0, batch, rows_at_once)
+    finally:
+        hook.remove()
+    assert seen and max(seen) == (rows_at_once or 3) and sum(seen) == 3
     for i in range(3):
         own = torch.func.grad(lambda phi: example_losses(model, phi, batch)[i])(phi0)
         for n in phi0:

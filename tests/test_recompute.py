@@ -47,10 +47,18 @@ def setup(request, tiny_tokenizer):
     return model, lora_params(model), batch, lambda phi: example_losses(model, phi, target).mean()
 
 
-def test_blockwise_gradient_and_losses_equal_the_whole_model_ones(setup):
+@pytest.mark.parametrize("head_rows", [None, 1, 2])
+def test_blockwise_gradient_and_losses_equal_the_whole_model_ones(setup, head_rows):
     model, phi0, batch, _ = setup
     s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    grads, losses = loss_grad_blockwise(model, phi0, batch, s)
+    head = model.get_output_embeddings()
+    seen = []  # rows of each pass through the LM head: never more than head_rows at once
+    hook = head.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    try:
+        grads, losses = loss_grad_blockwise(model, phi0, batch, s, head_rows=head_rows)
+    finally:
+        hook.remove()
+    assert max(seen) == (head_rows or 3) and sum(seen) == 3
     reference = grad(lambda phi: inner_loss(model, phi, batch, s))(phi0)
     assert set(grads) == set(phi0)
     for n in phi0:
