@@ -40,6 +40,7 @@ import weakref
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch.func import grad
@@ -151,13 +152,15 @@ def _device_name(device: torch.device) -> str:
 
 
 def _in_fresh_process(cfg: MetaGradBenchConfig, mode: str) -> dict:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # tqdm reads TQDM_* once, when imported, and the child imports it before it runs anything of
+    # ours: it must inherit the setting that hides the GGUF loader's bar (we show no bar there)
+    with mock.patch.dict(os.environ, {"TQDM_DISABLE": "1"}), \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(measure_mode, asdict(cfg), mode).result()
 
 
 def measure_mode(cfg_dict: dict, mode: str) -> dict:
     """Load the model, build the batch, run `mode` `warmup` times untimed and `repeats` times timed."""
-    os.environ["TQDM_DISABLE"] = "1"  # this process shows no bar of ours; hide the GGUF loader's
     quiet_libraries(False)
     cfg = MetaGradBenchConfig(**cfg_dict)
     device = _device(cfg.device)
