@@ -38,6 +38,7 @@ import statistics
 import time
 import weakref
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from unittest import mock
@@ -110,21 +111,21 @@ class MetaGradBenchConfig:
 
 
 def run(cfg: MetaGradBenchConfig) -> dict:
-    device = _device(cfg.device)
+    device = training_device(cfg.device)
     rows = []
     for mode in cfg.modes:  # one fresh process each: a peak is never hidden by another mode's memory
         print(f"bench metagrad: {mode} ...", flush=True)
         rows.append(_in_fresh_process(cfg, mode))
         print(f"  {_format_row(rows[-1])}", flush=True)
+    measured = [r for r in rows if "error" not in r]
     result = {"config": config_to_dict(cfg), "device": _device_name(device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "model_info": rows[0]["model_info"],
+              "threads": torch.get_num_threads(), "model_info": measured[0]["model_info"] if measured else {},
               "rows": [{k: v for k, v in r.items() if k not in ("model_info", "ds")} for r in rows]}
-    reference = next((r for r in rows if r["mode"] != "sft"), None)
+    reference = next((r for r in measured if r["mode"] != "sft"), None)
     for row, full in zip(result["rows"], rows):
-        if reference is not None and full["ds"] is not None:
+        if reference is not None and full.get("ds") is not None:
             ref = torch.tensor(reference["ds"], dtype=torch.float64)
             row["ds_rel_diff"] = float((torch.tensor(full["ds"], dtype=torch.float64) - ref).norm() / ref.norm())
-        if reference is not None:
             row["ds_reference"] = reference["mode"]
     _add_ratios(result["rows"])
     write_report(result, format_table(result), Path(cfg.out), f"metagrad-{cfg.name or _default_name(cfg)}")
@@ -138,13 +139,6 @@ def _default_name(cfg: MetaGradBenchConfig) -> str:
     return f"{model}{layers}-m{cfg.m}-K{cfg.steps}-{cfg.tokens}tok-{cfg.dtype}"
 
 
-def _device(name: str) -> torch.device:
-    device = training_device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MassError("device=cuda, but no CUDA device is visible")
-    return device
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -156,14 +150,24 @@ def _in_fresh_process(cfg: MetaGradBenchConfig, mode: str) -> dict:
     # ours: it must inherit the setting that hides the GGUF loader's bar (we show no bar there)
     with mock.patch.dict(os.environ, {"TQDM_DISABLE": "1"}), \
             ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure_mode, asdict(cfg), mode).result()
+        try:
+            return pool.submit(measure_mode, asdict(cfg), mode).result()
+        except BrokenProcessPool:  # killed from outside: on CPU, the kernel's answer to running out of memory
+            return {"mode": mode, "error": "the measuring process was killed (out of memory?)"}
 
 
 def measure_mode(cfg_dict: dict, mode: str) -> dict:
     """Load the model, build the batch, run `mode` `warmup` times untimed and `repeats` times timed."""
     quiet_libraries(False)
     cfg = MetaGradBenchConfig(**cfg_dict)
-    device = _device(cfg.device)
+    device = training_device(cfg.device)
+    try:
+        return _measure(cfg, mode, device)
+    except torch.OutOfMemoryError as e:  # a result too: this mode does not fit on this device
+        return {"mode": mode, "error": "out of memory: " + str(e).splitlines()[0][:200]}
+
+
+def _measure(cfg: MetaGradBenchConfig, mode: str, device: torch.device) -> dict:
     model, info = _load(cfg, device)
     batch, gold = _random_batches(cfg, model.config.vocab_size, device)
     phi0 = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -192,7 +196,7 @@ class TensorPeak(TorchDispatchMode):
 
     Every operation's new output storage is counted from its creation until it is freed (a weak
     reference's callback); views and in-place results are not new storage, and what existed
-    before (the model, the batch) is never counted. Runs on any device, fake or meta tensors too."""
+    before (the model, the batch) is never counted. Runs on any device."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -308,8 +312,8 @@ def _proc_status_kb(key: str) -> int:
 
 
 def _add_ratios(rows: list[dict]) -> None:
-    by_mode = {r["mode"]: r for r in rows}
-    for r in rows:
+    by_mode = {r["mode"]: r for r in rows if "error" not in r}
+    for r in by_mode.values():
         for ref in ("unrolled", "sft"):
             if ref in by_mode and by_mode[ref]["tensor_peak_gb"] > 0:
                 r[f"memory_vs_{ref}"] = round(r["tensor_peak_gb"] / by_mode[ref]["tensor_peak_gb"], 3)
@@ -317,18 +321,23 @@ def _add_ratios(rows: list[dict]) -> None:
 
 
 def _format_row(row: dict) -> str:
+    if "error" in row:
+        return f"{row['mode']}: {row['error']}"
     return (f"{row['mode']}: {row['seconds']:.3f} s, tensors' peak {row['tensor_peak_gb']:.3f} GB above the model "
             f"(process: {row['peak_gb']:.3f} GB)")
 
 
 def format_table(result: dict) -> str:
     c, info = result["config"], result["model_info"]
+    about = f" ({info['layers']} layers, d={info['hidden']}, {info['base_params_m']}M params)" if info else ""
     lines = [f"meta-step: m={c['m']}, K={c['steps']}, {c['tokens']} tokens, {c['dtype']}, LoRA r={c['rank']} on "
-             f"{','.join(c['targets'])}; model {c['model'] or 'embedded'} ({info['layers']} layers, d={info['hidden']}, "
-             f"{info['base_params_m']}M params); {result['device']}", "",
+             f"{','.join(c['targets'])}; model {c['model'] or 'embedded'}{about}; {result['device']}", "",
              "| mode | seconds | tensors' peak GB | process peak GB | memory / unrolled | memory / SFT step "
              "| time / unrolled | dL/ds rel. diff |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['mode']} | {r['error']} |" + " |" * 6)
+            continue
         diff = f"{r['ds_rel_diff']:.1e}" if "ds_rel_diff" in r else "-"
         lines.append(f"| {r['mode']} | {r['seconds']:.3f} | {r['tensor_peak_gb']:.3f} | {r['peak_gb']:.3f} "
                      f"| {r.get('memory_vs_unrolled', '-')} | {r.get('memory_vs_sft', '-')} "

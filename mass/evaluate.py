@@ -32,6 +32,7 @@ from mass.adaptation import AdaptConfig
 from mass.models import LoraSettings, SamplingConfig, fit_problems, load_model, resolve_model_name
 from mass.results import wilson_interval, write_json
 from mass.tasks import load_task
+from mass.training import training_device
 
 
 @dataclass
@@ -121,7 +122,7 @@ def run(cfg: EvalConfig) -> dict:
     task = load_task(cfg.data)
     problems = task.load(cfg.limit)
     device = dist.init()  # joins the process group under torchrun
-    device = device if cfg.device == "auto" else torch.device(cfg.device)
+    device = device if cfg.device == "auto" else training_device(cfg.device)
     model_name = cfg.model or checkpoint_model(cfg.checkpoint) or None
     model, tokenizer = load_model(model_name, cfg.dtype, device, cfg.attn_implementation)
     problems = fit_problems(problems, tokenizer, model)

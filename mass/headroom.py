@@ -52,6 +52,7 @@ from mass.models import (LoraSettings, SamplingConfig, attach_lora, fit_problems
 from mass.prompts import SynthExample
 from mass.tasks import load_task
 from mass.problem import Problem
+from mass.training import training_device
 
 CONDITIONS = ("base", "memorise", "curriculum", "ttss", "ttss-right")
 
@@ -96,7 +97,7 @@ def run(cfg: HeadroomConfig) -> dict:
                         "conditions")
     pool = curriculum_pool(cfg, problems)
     device = dist.init()
-    device = device if cfg.device == "auto" else torch.device(cfg.device)
+    device = device if cfg.device == "auto" else training_device(cfg.device)
     model, tok = load_model(cfg.model or None, cfg.dtype, device)
     problems = fit_problems(problems, tok, model)
     peft_model = attach_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, seed=cfg.seed, init=cfg.lora.init)

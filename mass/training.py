@@ -136,7 +136,9 @@ def training_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise MassError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MassError(f"device={name}, but no CUDA device is visible (torch {torch.__version__}); use device=cpu")
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return device
 

@@ -2,11 +2,13 @@
 benchmarks print numbers, tests check behaviour)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
 
-from mass.bench_metagrad import TensorPeak
+from mass import bench_metagrad
+from mass.bench_metagrad import MetaGradBenchConfig, TensorPeak
 from mass.cli import main
 
 
@@ -42,6 +44,27 @@ def test_tensor_peak_counts_new_storage_while_it_lives_and_nothing_that_existed_
     assert tracked.peak == 2_000_000  # big alone, then ones + product; small and the graph's stay below
     assert tracked.live == 1_000_000 + 2 * 40_000 + 4  # small, x and x.grad, and y: the graph's went with it
     assert view.shape == (2, 5) and small.numel() and before[0] == 1
+
+
+def test_a_mode_that_runs_out_of_memory_is_a_row_of_the_result_not_a_crash(monkeypatch, tiny_model_dir):
+    cfg = MetaGradBenchConfig(model=f"random:{tiny_model_dir / 'config.json'}", layers=1, m=2, tokens=8, repeats=1,
+                              warmup=0)
+
+    def steps_beyond_memory(*args):
+        def step():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB\nmore")
+        return step
+
+    monkeypatch.setattr(bench_metagrad, "_mode_fn", steps_beyond_memory)
+    row = bench_metagrad.measure_mode(asdict(cfg), "unrolled")
+    assert row == {"mode": "unrolled", "error": "out of memory: CUDA out of memory. Tried to allocate 80.00 GiB"}
+    rows = [{"mode": "sft", "seconds": 1.0, "tensor_peak_gb": 2.0, "peak_gb": 3.0}, row,
+            {"mode": "hybrid-recompute", "seconds": 2.0, "tensor_peak_gb": 1.0, "peak_gb": 1.5}]
+    bench_metagrad._add_ratios(rows)
+    assert rows[2]["memory_vs_sft"] == 0.5 and "memory_vs_unrolled" not in rows[2] and "memory_vs_sft" not in row
+    table = bench_metagrad.format_table({"config": asdict(cfg), "model_info": {}, "device": "NVIDIA H100", "rows": rows})
+    assert "| unrolled | out of memory: CUDA out of memory. Tried to allocate 80.00 GiB |" in table
+    assert "| hybrid-recompute | 2.000 | 1.000 | 1.500 | - | 0.5 |" in table
 
 
 def test_bench_metagrad_rejects_bad_settings_before_any_work(capsys):

@@ -206,7 +206,9 @@ def test_training_device_cpu_and_auto_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert training_device("cpu") == torch.device("cpu")
     assert training_device("auto") == torch.device("cpu")
-    assert training_device("cuda:1") == torch.device("cuda", 1)  # an explicit index is kept
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(MassError, match=f"device={name}, but no CUDA device is visible"):
+            training_device(name)
 
 
 def test_a_misspelt_device_is_a_clear_error():
