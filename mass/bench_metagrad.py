@@ -14,9 +14,9 @@ Peak memory is above the loaded model and batch, two ways: the peak of tensor st
 once (`TensorPeak`, one more run: what `torch.cuda.max_memory_allocated` counts, without an
 allocator's rounding, on any device; the ratios are of this one), and what the process saw: on
 GPU `torch.cuda.max_memory_allocated`, on CPU the peak resident set size (Linux VmHWM, reset
-after loading; the C heap keeps freed blocks, so it reads up to 2x the tensors' peak). Every mode's dL/ds is compared
-with the first meta-gradient mode's, so a fast mode that is wrong shows. Writes
-OUT/metagrad-NAME.json and .md.
+after loading; the C heap keeps freed blocks, so it reads up to 2x the tensors' peak). A mode
+that runs out of memory is a row saying so. Every mode's dL/ds is compared with the first
+meta-gradient mode's, so a fast mode that is wrong shows. Writes OUT/metagrad-NAME.json and .md.
 
     mass bench metagrad                                   # the embedded model, m=6, K=2, 256 tokens
     mass bench metagrad model=random:minimath layers=8 tokens=512
