@@ -28,7 +28,7 @@ from mass.checkpoint import resume_or_start, save_meta_checkpoint
 from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.guard import all_finite
-from mass.inner import token_logprobs
+from mass.inner import scored_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
@@ -104,8 +104,8 @@ def grpo_step(model, tok, task: Task, live: dict, batch: StepBatch, cfg: SolverG
         mine = solutions[j * cfg.k : (j + 1) * cfg.k]
         r = torch.tensor(task.reward(target, mine))
         sols = make_sft_batch(tok, prompts[j * cfg.k : (j + 1) * cfg.k], mine, device)
-        logp = token_logprobs(model, live, sols.input_ids, sols.attention_mask)
-        loss, diag = grpo_loss(logp, logp.detach(), sols.target_mask, group_advantages(r), cfg.clip)
+        logp, scored = scored_logprobs(model, live, sols)  # from the solutions' first token on
+        loss, diag = grpo_loss(logp, logp.detach(), scored, group_advantages(r), cfg.clip)
         finite = all_finite(loss)
         if finite:  # a NaN/Inf loss contributes nothing (mass/guard.py)
             (loss / batch.total).backward()

@@ -46,14 +46,6 @@ def lora_params(model: torch.nn.Module) -> Params:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def token_logprobs(model: torch.nn.Module, params: Params, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor) -> torch.Tensor:
-    """log p(token t+1 | tokens <= t) under base + params.  -> (B, L-1)"""
-    logits = functional_call(model, params, args=(), kwargs={"input_ids": input_ids, "attention_mask": attention_mask},
-                             strict=False).logits
-    return next_token_logprobs(logits, input_ids)
-
-
 def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """log p(token t+1 | tokens <= t) from the logits (B, L, V) of input_ids (B, L).  -> (B, L-1)"""
     logits = logits[:, :-1]

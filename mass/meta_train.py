@@ -46,7 +46,7 @@ from mass.config import config_to_dict, nested, setting
 from mass.errors import MassError
 from mass.synthesis import synthesise
 from mass.guard import all_finite
-from mass.inner import SFTBatch, adapt, example_losses, lora_params, token_logprobs
+from mass.inner import SFTBatch, adapt, example_losses, lora_params, scored_logprobs
 from mass.losses import group_advantages, grpo_loss
 from mass.models import (LoraSettings, SamplingConfig, fit_problems, generate, load_model, make_sft_batch,
                          resolve_model_name, uses_chat_template)
@@ -174,8 +174,8 @@ def meta_step(model, tok, task: Task, scorer: Scorer, live: dict, batch: StepBat
         reward = -mg.ds.float()
         kept = syn.example_completions
         synth_batch = make_sft_batch(tok, [synth_prompt(target.problem, uses_chat_template(tok))] * len(kept), kept, device)
-        logp = token_logprobs(model, live, synth_batch.input_ids, synth_batch.attention_mask)
-        gen_loss, gen_diag = grpo_loss(logp, logp.detach(), synth_batch.target_mask, group_advantages(reward), cfg.clip)
+        logp, scored = scored_logprobs(model, live, synth_batch)  # from the samples' first token on
+        gen_loss, gen_diag = grpo_loss(logp, logp.detach(), scored, group_advantages(reward), cfg.clip)
         if not all_finite(s, mg.ds, mg.outer_loss, gen_loss, solve_loss):  # this problem contributes nothing
             rows.append({"nonfinite": 1.0, "skipped": 0.0, "parse_rate": len(syn.examples) / cfg.adapt.m})
             continue
@@ -225,16 +225,16 @@ def outer_objective(model, tok, task: Task, target, gold: SFTBatch | None, phi0,
     rewards = torch.tensor(task.reward(target, solutions))
     adv = group_advantages(rewards)
     sols = make_sft_batch(tok, [prompt] * cfg.k, solutions, device)
-    with torch.no_grad():
-        logp_old = token_logprobs(model, phi_K, sols.input_ids, sols.attention_mask)
+    with torch.no_grad():  # log-probabilities from the solutions' first token on (no prompt logits)
+        logp_old, scored = scored_logprobs(model, phi_K, sols)
 
     def outer(phi):
-        logp = token_logprobs(model, phi, sols.input_ids, sols.attention_mask)
-        return grpo_loss(logp, logp_old, sols.target_mask, adv, cfg.clip)[0]
+        logp = scored_logprobs(model, phi, sols)[0]
+        return grpo_loss(logp, logp_old, scored, adv, cfg.clip)[0]
 
     # L_solve at theta: the same samples, importance-weighted from phi_K to theta and clipped
-    logp_theta = token_logprobs(model, live, sols.input_ids, sols.attention_mask)
-    solve_loss = grpo_loss(logp_theta, logp_old, sols.target_mask, adv, cfg.clip)[0]
+    logp_theta = scored_logprobs(model, live, sols)[0]
+    solve_loss = grpo_loss(logp_theta, logp_old, scored, adv, cfg.clip)[0]
     return outer, solve_loss, {"reward_after": float(rewards.mean())}
 
 

@@ -148,8 +148,8 @@ def test_lora_outside_linear_layers_gets_its_per_example_gradient_too(tiny_token
 
 
 def test_losses_need_no_logits_before_the_first_scored_position(setup):
-    from mass.inner import scored_start, token_logprobs
-    from mass.losses import masked_mean_ce
+    from mass.inner import next_token_logprobs, scored_logprobs, scored_start
+    from mass.losses import grpo_loss, masked_mean_ce
 
     model, phi0, batch, _ = setup
     start = scored_start(batch)
@@ -159,8 +159,19 @@ def test_losses_need_no_logits_before_the_first_scored_position(setup):
     try:
         with torch.no_grad():
             windowed = example_losses(model, phi0, batch)
-            full = masked_mean_ce(token_logprobs(model, phi0, batch.input_ids, batch.attention_mask), batch.target_mask)
+            logp, scored = scored_logprobs(model, phi0, batch)
+            logits = torch.func.functional_call(model, phi0, args=(), strict=False, kwargs={
+                "input_ids": batch.input_ids, "attention_mask": batch.attention_mask}).logits
+            full_logp = next_token_logprobs(logits, batch.input_ids)
     finally:
         hook.remove()
-    assert head_rows == [batch.input_ids.shape[1] - start, batch.input_ids.shape[1]]
-    torch.testing.assert_close(windowed, full, rtol=1e-12, atol=1e-12)
+    assert head_rows == [batch.input_ids.shape[1] - start] * 2 + [batch.input_ids.shape[1]]
+    torch.testing.assert_close(windowed, masked_mean_ce(full_logp, batch.target_mask), rtol=1e-12, atol=1e-12)
+    # GRPO (the generator's, the verifier's and Solver GRPO's loss) on the window is the full one
+    old = logp.detach() + 0.3 * torch.randn(logp.shape, dtype=logp.dtype, generator=torch.Generator().manual_seed(0))
+    full_old = torch.cat([full_logp[:, : start].detach(), old], dim=1)
+    advantages = torch.tensor([1.0, -0.5, -0.5], dtype=torch.float64)
+    ours, ours_diag = grpo_loss(logp, old, scored, advantages)
+    reference, reference_diag = grpo_loss(full_logp, full_old, batch.target_mask, advantages)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+    assert ours_diag == pytest.approx(reference_diag, rel=1e-12) and 0 < ours_diag["clip_frac"] < 1
