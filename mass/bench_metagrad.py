@@ -55,6 +55,7 @@ from mass.errors import MassError
 from mass.inner import SFTBatch, example_losses, inner_loss
 from mass.models import DTYPES, EMBEDDED_MODEL, attach_lora, load_model
 from mass.metagrad import META_GRADS
+from mass.recompute import check_blockwise_once, decoder_of
 from mass.results import write_report
 from mass.training import training_device
 
@@ -272,6 +273,8 @@ def _mode_fn(mode: str, model, phi0, batch, gold, s, cfg: MetaGradBenchConfig):
         g = grad(lambda phi: inner_loss(model, phi, batch, s))
         return lambda: (g(phi0), None)[1]
     outer = lambda phi: example_losses(model, phi, gold).mean()  # noqa: E731
+    if mode == "hybrid-recompute":  # its once-per-model check, outside what is timed and measured
+        check_blockwise_once(model, phi0, batch, decoder_of(model))
     meta_grad = META_GRADS[mode]
     return lambda: meta_grad(model, phi0, batch, s, cfg.lr, cfg.steps, outer).ds
 

@@ -77,8 +77,9 @@ class MetaTrainConfig:
     batch_size: int = setting(DEFAULT_BUDGET.batch_size, "problems T per meta-step")
     k: int = setting(4, "solutions sampled from phi_K per T for the verifier outer loss")
     meta_grad: Literal["hybrid", "unrolled", "hybrid-recompute"] = setting(
-        "hybrid", "meta-gradient: hybrid (forward-over-reverse), unrolled (reverse-over-reverse) or hybrid-recompute "
-                  "(hybrid holding one decoder block's activations at a time; `mass bench metagrad`)")
+        "hybrid-recompute", "meta-gradient: hybrid-recompute (forward-over-reverse holding one decoder block's "
+                            "activations at a time: Llama-style decoders), hybrid (forward-over-reverse, any model) "
+                            "or unrolled (reverse-over-reverse); the same gradient, `mass bench metagrad` times them")
     adapt: AdaptConfig = nested(_train_adapt, "inner loop (paper: m=12, K=2 in meta-training)")
     lora: LoraSettings = nested(LoraSettings, "the generator's LoRA adapter (phi)")
     scorer_lr: float = setting(3e-2, "scorer learning rate (Adam)")

@@ -4,7 +4,7 @@
 
 - `meta_grad_unrolled`: reverse-over-reverse through the unrolled K steps (create_graph=True);
   the reference, memory grows with K.
-- `meta_grad_hybrid` (default): run the K steps without a graph, keeping phi_0..phi_K and each
+- `meta_grad_hybrid`: run the K steps without a graph, keeping phi_0..phi_K and each
   example's own gradient g_k,i = grad l_i(phi_k) (one backward pass in which every example has its
   own copy of phi, mass/batched.py), then the adjoint recurrence backwards from
   lambda_K = grad L_outer(phi_K):
@@ -13,8 +13,8 @@
       lambda_k    = lambda_{k+1} - alpha * H_k lambda                   (k >= 1 only)
       dL/ds_i     = -alpha * sum_k c_k,i
   K steps need K-1 Hessian-vector products and no other forward-mode pass; K = 1 needs none.
-- `meta_grad_hybrid_recompute`: the same recurrence with the HVP computed block by block
-  (mass/recompute.py), holding one decoder block's activations at a time.
+- `meta_grad_hybrid_recompute` (meta-training's default): the same recurrence with the HVP
+  computed block by block (mass/recompute.py), holding one decoder block's activations at a time.
 
 The jvps run under `lean_linears()` and the `mass_math` attention's softmax (mass/tangents.py):
 PyTorch's stock tangent rules multiply by zero tangents of the frozen weights, and that was a
@@ -32,7 +32,7 @@ from torch.func import grad, grad_and_value, jvp
 
 from mass.batched import batched_example_losses, lora_layers, stack_params
 from mass.inner import Params, SFTBatch, adapt_unrolled, example_losses, inner_loss, row_slices
-from mass.recompute import decoder_of, loss_grad_blockwise, split_by_layer
+from mass.recompute import check_blockwise_once, decoder_of, loss_grad_blockwise, split_by_layer
 from mass.tangents import lean_linears
 
 
@@ -124,6 +124,7 @@ def meta_grad_hybrid_recompute(model: torch.nn.Module, phi0: Params, batch: SFTB
     s = s.detach()
     decoder = decoder_of(model)  # once, and before any work: a model it cannot split is an error now
     split_by_layer(decoder, phi0)
+    check_blockwise_once(model, phi0, batch, decoder)
     return meta_grad_hybrid(model, phi0, batch, s, alpha, steps, outer_loss, rows_at_once=rows_at_once,
                             inner_grad=lambda phi: loss_grad_blockwise(model, phi, batch, s, decoder, rows_at_once)[0])
 

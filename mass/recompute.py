@@ -19,11 +19,15 @@ where `jvp(grad(...))` (`meta_grad=hybrid`) holds every block's. mass/metagrad.p
 
 Supported: Hugging Face decoder-only models laid out as Llama is (`model.embed_tokens`,
 `model.layers`, `model.norm`, `model.rotary_emb`, `lm_head`: Llama, Mistral, Qwen2, SmolLM2, the
-embedded model), with LoRA on the decoder layers only; anything else is a clear error.
+embedded model), with LoRA on the decoder layers only; anything else is a clear error. A model
+laid out so but doing more in its own forward than those parts do (Cohere scales its logits,
+Gemma 2 caps them) is caught the first time it is used (`check_blockwise_once`), and sequences
+longer than a sliding attention window are refused: the blockwise pass builds a plain causal mask.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +35,7 @@ from torch.func import functional_call, vjp
 from transformers.masking_utils import create_causal_mask
 
 from mass.errors import MassError
-from mass.inner import Params, SFTBatch, answer_ce, row_slices, scored_start
+from mass.inner import Params, SFTBatch, answer_ce, example_losses, row_slices, scored_start
 
 
 @dataclass
@@ -92,6 +96,10 @@ def loss_grad_blockwise(model: torch.nn.Module, phi: Params, batch: SFTBatch, s:
     its own hidden states only, and a large vocabulary's logits of all rows would be the largest
     thing held (Llama 3's 128k entries, 12 rows of 1,024 tokens: 6 GB per float32 copy)."""
     decoder = decoder or decoder_of(model)
+    window = getattr(decoder.config, "sliding_window", None)
+    if isinstance(window, int) and batch.input_ids.shape[1] > window:
+        raise MassError(f"meta_grad=hybrid-recompute builds a plain causal mask, and these {batch.input_ids.shape[1]}-"
+                        f"token examples are longer than the model's sliding window ({window}): use hybrid")
     per_layer = split_by_layer(decoder, phi)
     embeds = decoder.embed(batch.input_ids)
     position_ids = torch.arange(batch.input_ids.shape[1], device=embeds.device)[None]
@@ -139,3 +147,29 @@ def _head_backward(head, h: torch.Tensor, rows_at_once: int | None) -> tuple[tor
         grads.append(g)
         losses.append(part_losses)
     return torch.cat(grads), torch.cat(losses)
+
+
+_CHECKED: weakref.WeakSet = weakref.WeakSet()  # models whose blockwise losses matched their own
+
+
+def check_blockwise_once(model: torch.nn.Module, phi: Params, batch: SFTBatch, decoder: Decoder) -> None:
+    """Raise unless the blockwise pass gives the model's own per-example losses on `batch`; once
+    per model (a forward pass of each, a row at a time: no more memory than the meta-step's).
+
+    `decoder_of` knows a Llama-like model by its parts, but a model's forward may do more than
+    its parts (Cohere multiplies the logits by a scale, Gemma 2 caps them), and the meta-gradient
+    would then be silently wrong: here it is an error instead."""
+    if model in _CHECKED:
+        return
+    s = torch.zeros(batch.input_ids.shape[0], device=batch.input_ids.device)
+    blockwise = loss_grad_blockwise(model, phi, batch, s, decoder, head_rows=1)[1].detach()
+    with torch.no_grad():
+        own = torch.cat([example_losses(model, phi, batch.rows(rows)) for rows in row_slices(len(blockwise), 1)])
+    tol = max(1e-4, 4 * torch.finfo(decoder.embed.weight.dtype).eps)
+    if not torch.allclose(blockwise, own.to(blockwise.dtype), rtol=tol, atol=tol):
+        name = type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
+        largest = float((blockwise - own).abs().max())
+        raise MassError(f"meta_grad=hybrid-recompute does not reproduce {name}'s own losses (largest difference "
+                        f"{largest:.3g}): its forward does more than its embedding, decoder layers, final norm and "
+                        f"LM head; use meta_grad=hybrid")
+    _CHECKED.add(model)

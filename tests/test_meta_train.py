@@ -163,10 +163,11 @@ def test_a_training_state_that_would_run_code_is_refused_not_executed(tmp_path):
 
 
 def _nan_meta_grads_from(monkeypatch, first_bad_call: int) -> None:
-    """From its `first_bad_call`-th call on, the meta-gradient comes back NaN."""
+    """From its `first_bad_call`-th call on, the default meta-gradient comes back NaN."""
     import mass.meta_train as mt
 
-    real, calls = mt.META_GRADS["hybrid"], []
+    default = mt.MetaTrainConfig.__dataclass_fields__["meta_grad"].default
+    real, calls = mt.META_GRADS[default], []
 
     def faulty(*args, **kwargs):
         calls.append(1)
@@ -175,7 +176,7 @@ def _nan_meta_grads_from(monkeypatch, first_bad_call: int) -> None:
             result.ds = torch.full_like(result.ds, float("nan"))
         return result
 
-    monkeypatch.setitem(mt.META_GRADS, "hybrid", faulty)
+    monkeypatch.setitem(mt.META_GRADS, default, faulty)
 
 
 @pytest.mark.slow

@@ -95,3 +95,54 @@ def test_lora_outside_the_decoder_layers_is_a_clear_error(tiny_tokenizer):
 def test_a_model_that_is_not_llama_shaped_is_a_clear_error():
     with pytest.raises(MassError, match="Llama-style decoder"):
         decoder_of(torch.nn.Linear(2, 2))
+
+
+def _small_batch(tokenizer):
+    return make_sft_batch(tokenizer, ["Problem: 1+1?\nSolution:", "Problem: 2x=4\nSolution:"],
+                          [" $1+1=2$. \\boxed{2}", " $x=2$"])
+
+
+def test_a_model_whose_forward_does_more_than_its_parts_is_caught_before_any_gradient(tiny_tokenizer):
+    # Cohere is laid out as Llama is, but multiplies the logits by logit_scale after the LM head:
+    # the blockwise pass would give a wrong gradient without a word
+    from transformers import CohereConfig, CohereForCausalLM
+
+    config = CohereConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=4, logit_scale=0.25,
+                          pad_token_id=tiny_tokenizer.pad_token_id, bos_token_id=tiny_tokenizer.bos_token_id,
+                          eos_token_id=tiny_tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    base = CohereForCausalLM(config).eval()
+    base.set_attn_implementation("mass_math")  # forward mode needs it (the meta-gradient's jvp)
+    model = attach_lora(base, rank=2, target_modules=["q_proj", "v_proj"]).eval()
+    phi0, batch = lora_params(model), _small_batch(tiny_tokenizer)
+    s = torch.full((2,), 0.5)
+    outer = lambda phi: example_losses(model, phi, batch).mean()  # noqa: E731
+    with pytest.raises(MassError, match="does not reproduce CohereForCausalLM's own losses"):
+        meta_grad_hybrid_recompute(model, phi0, batch, s, 0.1, 2, outer)
+    model.get_base_model().logit_scale = 1.0  # the same model with nothing after its head: accepted, and right
+    recompute = meta_grad_hybrid_recompute(model, phi0, batch, s, 0.1, 2, outer)
+    reference = meta_grad_unrolled(model, phi0, batch, s, 0.1, 2, outer)
+    torch.testing.assert_close(recompute.ds, reference.ds, rtol=1e-3, atol=1e-7)
+
+
+def test_a_model_is_checked_once_and_then_runs_without_the_extra_pass(setup, monkeypatch):
+    model, phi0, batch, outer = setup
+    s = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    meta_grad_hybrid_recompute(model, phi0, batch, s, 0.1, 1, outer)  # checked here, if no other test did
+    calls = []
+    monkeypatch.setattr("mass.recompute.example_losses", lambda *a: calls.append(a) or example_losses(*a))
+    meta_grad_hybrid_recompute(model, phi0, batch, s, 0.1, 1, outer)
+    assert calls == []
+
+
+def test_examples_longer_than_a_sliding_window_are_refused(tiny_tokenizer):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4,
+                           pad_token_id=tiny_tokenizer.pad_token_id)
+    model = attach_lora(MistralForCausalLM(config).eval(), rank=2, target_modules=["q_proj", "v_proj"]).eval()
+    batch = _small_batch(tiny_tokenizer)
+    with pytest.raises(MassError, match="longer than the model's sliding window \\(4\\)"):
+        loss_grad_blockwise(model, lora_params(model), batch, torch.full((2,), 0.5))
